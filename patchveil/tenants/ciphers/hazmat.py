@@ -1,0 +1,125 @@
+"""Raw keyed operations on flattened images: the back room. Prefer `Tenant` and `create_cipher`.
+
+Every block-wise cipher here is a fixed gather of the H·W·3 bytes of an image followed by a
+fixed XOR mask (negative–positive on uint8 is `255 - v == v ^ 0xFF`; on 4-bit values it is
+`v ^ 0xF`). Building a cipher therefore means computing one index array and one mask once per
+key; applying it is one vectorised `take` and one `xor` over the whole batch, with no Python
+loop over images or blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def block_index(image_size: int, block_size: int, channels: int = 3) -> np.ndarray:
+    """Flat HWC indices of every block element: shape (blocks, block_size² · channels).
+
+    Blocks are numbered in raster order (the ViT token order); inside a block, elements are
+    ordered (row, column, channel), which is the order of a patch-embedding weight reshaped
+    from (D, C, M, M) to (D, M, M, C).
+    """
+    side = image_size // block_size
+    flat = np.arange(image_size * image_size * channels, dtype=np.int64)
+    grid = flat.reshape(side, block_size, side, block_size, channels)
+    return grid.transpose(0, 2, 1, 3, 4).reshape(side * side, block_size * block_size * channels)
+
+
+def compose(
+    blocks: np.ndarray,
+    block_order: np.ndarray,
+    element_order: np.ndarray,
+    flip: np.ndarray,
+    flip_value: int = 0xFF,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gather indices and XOR mask for a block-wise cipher.
+
+    Encrypted block j, element e, is plain block `block_order[j]`, element
+    `element_order[..., e]`, negated where `flip[..., e]`. `element_order` and `flip` may be
+    one row shared by every block, shape (L,), or one row per destination block, shape (N, L).
+    """
+    count, length = blocks.shape
+    element_order = np.broadcast_to(element_order, (count, length))
+    flip = np.broadcast_to(flip, (count, length))
+    source = np.empty(blocks.size, dtype=np.int64)
+    mask = np.zeros(blocks.size, dtype=np.uint8)
+    source_blocks = blocks[block_order]
+    source[blocks] = np.take_along_axis(source_blocks, element_order, axis=1)
+    mask[blocks] = np.where(flip, flip_value, 0)
+    return source, mask
+
+
+@dataclass(frozen=True, repr=False, eq=False)
+class GatherMask:
+    """`out[:, d] = images[:, source[d]] ^ mask[d]` over flattened images."""
+
+    source: np.ndarray
+    mask: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.source.setflags(write=False)
+        self.mask.setflags(write=False)
+
+    @property
+    def has_mask(self) -> bool:
+        return bool(self.mask.any())
+
+    def apply(self, flat: np.ndarray) -> np.ndarray:
+        out = np.take(flat, self.source, axis=1)
+        if self.has_mask:
+            np.bitwise_xor(out, self.mask, out=out)
+        return out
+
+    def inverse(self) -> GatherMask:
+        inverse_source = np.empty_like(self.source)
+        inverse_source[self.source] = np.arange(self.source.size, dtype=self.source.dtype)
+        return GatherMask(inverse_source, self.mask[inverse_source].copy())
+
+    def then(self, other: GatherMask) -> GatherMask:
+        """The composition: apply `self`, then `other`."""
+        return GatherMask(self.source[other.source], self.mask[other.source] ^ other.mask)
+
+    def __repr__(self) -> str:
+        return f"GatherMask(<{self.source.size} keyed positions>)"
+
+    def __reduce__(self) -> object:
+        raise TypeError("keyed gather tables are key material and cannot be pickled")
+
+
+def split_nibbles(flat: np.ndarray) -> np.ndarray:
+    """uint8 (N, K) → 4-bit values (N, 2K): high nibble then low nibble of each byte."""
+    out = np.empty((flat.shape[0], flat.shape[1] * 2), dtype=np.uint8)
+    np.right_shift(flat, 4, out=out[:, 0::2])
+    np.bitwise_and(flat, 0x0F, out=out[:, 1::2])
+    return out
+
+
+def join_nibbles(nibbles: np.ndarray) -> np.ndarray:
+    """The inverse of `split_nibbles`."""
+    return (nibbles[:, 0::2] << 4) | nibbles[:, 1::2]
+
+
+def dihedral_orders(block_size: int, channels: int = 3) -> np.ndarray:
+    """The 8 rotations/flips of an M×M×C block as element orders, shape (8, M·M·C)."""
+    grid = np.arange(block_size * block_size * channels).reshape(block_size, block_size, channels)
+    orders = []
+    for flipped in (grid, grid[:, ::-1]):
+        for turns in range(4):
+            orders.append(np.rot90(flipped, turns, axes=(0, 1)).reshape(-1))
+    return np.stack(orders).astype(np.int64)
+
+
+def channel_orders(block_size: int, channel_permutations: np.ndarray) -> np.ndarray:
+    """Element orders that permute the channels of every pixel of a block.
+
+    `channel_permutations` is (K, 3); the result is (K, M·M·3).
+    """
+    pixels = np.arange(block_size * block_size)[:, None] * 3
+    return (pixels[None, :, :] + channel_permutations[:, None, :]).reshape(len(channel_permutations), -1)
+
+
+ALL_CHANNEL_PERMUTATIONS = np.array(
+    [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]], dtype=np.int64
+)

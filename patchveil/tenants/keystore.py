@@ -1,0 +1,267 @@
+"""The tenant's key store: a folder it owns, where each key version is sealed with AES-GCM.
+
+Layout::
+
+    <store>/store.json                    salt, KDF parameters, a sealed check value
+    <store>/master.key                    (development mode only) random 32-byte KEK, mode 0600
+    <store>/<tenant_id>/v<version>.json   key metadata in clear + the secret sealed under the KEK
+
+The key-encryption key (KEK) comes from scrypt over `PATCHVEIL_KEYSTORE_PASSPHRASE`, or, when
+that variable is unset, from a generated `master.key` file (development mode: whoever can read
+that file can read every key). The metadata is the AES-GCM associated data, so editing it makes
+the key unreadable instead of silently changing the cipher.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import secrets
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from patchveil.errors import KeyStoreError
+from patchveil.fsutil import write_bytes_atomic
+from patchveil.tenants.keys import CipherSpec, Key, _secret_of
+
+PASSPHRASE_ENV = "PATCHVEIL_KEYSTORE_PASSPHRASE"
+_FORMAT = 1
+_CHECK_PLAINTEXT = b"patchveil key store"
+_TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_SCRYPT = {"n": 2**15, "r": 8, "p": 1}
+
+
+def check_tenant_id(tenant_id: str) -> str:
+    if not _TENANT_ID.match(tenant_id):
+        raise KeyStoreError(
+            f"tenant id {tenant_id!r} is not valid: use 1–64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return tenant_id
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode(), validate=True)
+
+
+class KeyStore:
+    """Create, rotate, read and retire a tenant's keys in one folder it owns."""
+
+    def __init__(self, root: Path | str, passphrase: str | None = None) -> None:
+        self.root = Path(root)
+        self._passphrase = passphrase if passphrase is not None else os.environ.get(PASSPHRASE_ENV)
+        self._kek: bytes | None = None
+
+    def __repr__(self) -> str:
+        mode = "passphrase" if self._passphrase else "development master key"
+        return f"KeyStore(root={str(self.root)!r}, mode={mode!r})"
+
+    # --- opening ------------------------------------------------------------------------
+    @property
+    def development_mode(self) -> bool:
+        return not self._passphrase
+
+    def _aead(self) -> AESGCM:
+        if self._kek is None:
+            self._kek = self._open_or_create()
+        return AESGCM(self._kek)
+
+    def _open_or_create(self) -> bytes:
+        header_path = self.root / "store.json"
+        if not header_path.exists():
+            return self._create(header_path)
+        try:
+            header = json.loads(header_path.read_text())
+            salt = _unb64(header["salt"])
+            check_nonce, check = _unb64(header["check_nonce"]), _unb64(header["check"])
+            mode = header["mode"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise KeyStoreError(f"key store header {header_path} is corrupt") from None
+        if mode == "passphrase" and not self._passphrase:
+            raise KeyStoreError(
+                f"key store {self.root} is sealed with a passphrase; set {PASSPHRASE_ENV}"
+            )
+        if mode == "development" and self._passphrase:
+            raise KeyStoreError(
+                f"key store {self.root} is in development mode (master.key); unset "
+                f"{PASSPHRASE_ENV} to open it"
+            )
+        kek = self._derive(salt, header.get("kdf", _SCRYPT))
+        try:
+            AESGCM(kek).decrypt(check_nonce, check, _CHECK_PLAINTEXT)
+        except InvalidTag:
+            raise KeyStoreError(
+                f"wrong passphrase for key store {self.root} (or its master.key was replaced)"
+            ) from None
+        return kek
+
+    def _create(self, header_path: Path) -> bytes:
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
+        salt = secrets.token_bytes(16)
+        if self.development_mode:
+            write_bytes_atomic(self.root / "master.key", secrets.token_bytes(32), mode=0o600)
+        kek = self._derive(salt, _SCRYPT)
+        nonce = secrets.token_bytes(12)
+        header = {
+            "format": _FORMAT,
+            "mode": "development" if self.development_mode else "passphrase",
+            "kdf": _SCRYPT,
+            "salt": _b64(salt),
+            "check_nonce": _b64(nonce),
+            "check": _b64(AESGCM(kek).encrypt(nonce, _CHECK_PLAINTEXT, _CHECK_PLAINTEXT)),
+        }
+        write_bytes_atomic(header_path, json.dumps(header, indent=2).encode(), mode=0o600)
+        return kek
+
+    def _derive(self, salt: bytes, kdf: dict[str, int]) -> bytes:
+        if self.development_mode:
+            master_path = self.root / "master.key"
+            try:
+                if master_path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+                    raise KeyStoreError(
+                        f"{master_path} is readable by others; run: chmod 600 {master_path}"
+                    )
+                master = master_path.read_bytes()
+            except FileNotFoundError:
+                raise KeyStoreError(f"key store {self.root} has lost its master.key") from None
+            if len(master) != 32:
+                raise KeyStoreError(f"{master_path} is corrupt (expected 32 bytes)")
+            secret_source = master
+        else:
+            assert self._passphrase is not None
+            secret_source = self._passphrase.encode()
+        return Scrypt(salt=salt, length=32, n=kdf["n"], r=kdf["r"], p=kdf["p"]).derive(
+            secret_source
+        )
+
+    # --- keys ---------------------------------------------------------------------------
+    def _tenant_dir(self, tenant_id: str) -> Path:
+        return self.root / check_tenant_id(tenant_id)
+
+    def _path(self, tenant_id: str, version: int) -> Path:
+        return self._tenant_dir(tenant_id) / f"v{version}.json"
+
+    def versions(self, tenant_id: str) -> list[int]:
+        folder = self._tenant_dir(tenant_id)
+        found = (re.fullmatch(r"v(\d+)\.json", p.name) for p in folder.glob("v*.json"))
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def tenants(self) -> list[str]:
+        if not self.root.exists():
+            return []
+        return sorted({p.parent.name for p in self.root.glob("*/v*.json")})
+
+    def create(self, tenant_id: str, spec: CipherSpec) -> Key:
+        """The tenant's first key; an error if it already has one (use `rotate`)."""
+        from patchveil.tenants.ciphers import check_spec
+
+        if self.versions(tenant_id):
+            raise KeyStoreError(
+                f"tenant {tenant_id!r} already has a key in {self.root}; rotate it instead"
+            )
+        key = Key.generate(tenant_id, check_spec(spec), version=1)
+        self._save(key, status="active")
+        return key
+
+    def rotate(self, tenant_id: str, spec: CipherSpec | None = None) -> Key:
+        """A new active version; the previous ones stay readable until `retire`d."""
+        from patchveil.tenants.ciphers import check_spec
+
+        current = self.load(tenant_id)
+        key = Key.generate(tenant_id, check_spec(spec or current.spec), version=current.version + 1)
+        self._save(key, status="active")
+        return key
+
+    def retire(self, tenant_id: str, version: int) -> None:
+        """Mark a version retired; its secret is destroyed (the file keeps only metadata)."""
+        record = self._read_record(tenant_id, version)
+        if record["status"] == "retired":
+            return
+        record["status"] = "retired"
+        record["retired_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        record.pop("sealed", None)
+        record.pop("nonce", None)
+        write_bytes_atomic(
+            self._path(tenant_id, version), json.dumps(record, indent=2).encode(), mode=0o600
+        )
+
+    def load(self, tenant_id: str, version: int | None = None) -> Key:
+        """A key version (default: the newest active one)."""
+        versions = self.versions(tenant_id)
+        if not versions:
+            raise KeyStoreError(f"no key for tenant {tenant_id!r} in key store {self.root}")
+        if version is None:
+            active = [v for v in versions if self._read_record(tenant_id, v)["status"] == "active"]
+            if not active:
+                raise KeyStoreError(f"every key of tenant {tenant_id!r} is retired")
+            version = active[-1]
+        record = self._read_record(tenant_id, version)
+        if record["status"] != "active":
+            raise KeyStoreError(f"key version {version} of tenant {tenant_id!r} is retired")
+        metadata = record["metadata"]
+        try:
+            aad = json.dumps(metadata, sort_keys=True, separators=(",", ":")).encode()
+            secret = self._aead().decrypt(_unb64(record["nonce"]), _unb64(record["sealed"]), aad)
+        except (InvalidTag, KeyError, ValueError):
+            raise KeyStoreError(
+                f"key file {self._path(tenant_id, version)} is corrupt or was tampered with"
+            ) from None
+        return Key(
+            tenant_id=metadata["tenant_id"],
+            key_id=metadata["key_id"],
+            version=int(metadata["version"]),
+            spec=CipherSpec.from_json(metadata["cipher"]),
+            created_at=metadata["created_at"],
+            _secret=secret,
+        )
+
+    def describe(self, tenant_id: str) -> list[dict[str, Any]]:
+        """Metadata and status of every version (no secrets)."""
+        rows = []
+        for version in self.versions(tenant_id):
+            record = self._read_record(tenant_id, version)
+            rows.append({**record["metadata"], "status": record["status"]})
+        return rows
+
+    def _read_record(self, tenant_id: str, version: int) -> dict[str, Any]:
+        path = self._path(tenant_id, version)
+        try:
+            record = json.loads(path.read_text())
+            record["metadata"]["key_id"]  # noqa: B018  (shape check)
+            record["status"]  # noqa: B018
+        except FileNotFoundError:
+            raise KeyStoreError(
+                f"tenant {tenant_id!r} has no key version {version} in {self.root}"
+            ) from None
+        except (OSError, ValueError, KeyError, TypeError):
+            raise KeyStoreError(f"key file {path} is corrupt") from None
+        return record
+
+    def _save(self, key: Key, status: str) -> None:
+        nonce = secrets.token_bytes(12)
+        record = {
+            "format": _FORMAT,
+            "status": status,
+            "metadata": key.metadata(),
+            "nonce": _b64(nonce),
+            "sealed": _b64(self._aead().encrypt(nonce, _secret_of(key), key.metadata_json())),
+        }
+        folder = self._tenant_dir(key.tenant_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, 0o700)
+        write_bytes_atomic(
+            self._path(key.tenant_id, key.version), json.dumps(record, indent=2).encode(), mode=0o600
+        )

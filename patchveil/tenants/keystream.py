@@ -1,0 +1,100 @@
+"""Keyed randomness: permutations and masks derived from a secret with SHAKE-256.
+
+This is the only place where secret bytes become randomness. Everything is deterministic in
+(secret, label), so the same key yields the same cipher on any machine; numpy's PRNG is never
+used for key material.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+
+import numpy as np
+
+_CHUNK_BYTES = 4096
+
+
+class KeyStream:
+    """An unbounded byte stream SHAKE-256(len(label) || label || secret || counter), counter mode."""
+
+    __slots__ = ("_buffer", "_chunks", "_offset")
+
+    def __init__(self, secret: bytes, label: str) -> None:
+        label_bytes = label.encode()
+        prefix = len(label_bytes).to_bytes(2, "big") + label_bytes + secret
+        self._chunks = _chunks(prefix)
+        self._buffer = b""
+        self._offset = 0
+
+    def read(self, count: int) -> bytes:
+        while len(self._buffer) - self._offset < count:
+            self._buffer = self._buffer[self._offset :] + next(self._chunks)
+            self._offset = 0
+        out = self._buffer[self._offset : self._offset + count]
+        self._offset += count
+        return out
+
+    def below(self, bound: int) -> int:
+        """A uniform integer in [0, bound), by rejection sampling (no modulo bias)."""
+        if bound <= 0:
+            raise ValueError(f"bound must be positive, got {bound}")
+        if bound == 1:
+            return 0
+        nbytes = (bound.bit_length() + 7) // 8 + 1
+        space = 1 << (8 * nbytes)
+        limit = space - space % bound
+        while True:
+            value = int.from_bytes(self.read(nbytes), "big")
+            if value < limit:
+                return value % bound
+
+    def __repr__(self) -> str:
+        return "KeyStream(<secret>)"
+
+
+def _chunks(prefix: bytes) -> Iterator[bytes]:
+    counter = 0
+    while True:
+        yield hashlib.shake_256(prefix + counter.to_bytes(8, "big")).digest(_CHUNK_BYTES)
+        counter += 1
+
+
+def permutation(stream: KeyStream, size: int) -> np.ndarray:
+    """An unbiased Fisher–Yates permutation of range(size)."""
+    order = list(range(size))
+    for i in range(size - 1, 0, -1):
+        j = stream.below(i + 1)
+        order[i], order[j] = order[j], order[i]
+    return np.asarray(order, dtype=np.int64)
+
+
+def subset(stream: KeyStream, size: int, count: int) -> np.ndarray:
+    """A uniformly random, sorted subset of `count` elements of range(size)."""
+    if not 0 <= count <= size:
+        raise ValueError(f"cannot choose {count} of {size} positions")
+    return np.sort(permutation(stream, size)[:count])
+
+
+def partial_permutation(stream: KeyStream, size: int, fraction: float) -> np.ndarray:
+    """A permutation of range(size) that moves only a key-chosen `fraction` of the positions.
+
+    The chosen positions are permuted among themselves (a uniform permutation of the chosen
+    positions); every other position stays where it is, so images under different keys keep a
+    shared structure (the "restricted" family).
+    """
+    chosen = subset(stream, size, round(fraction * size))
+    order = np.arange(size, dtype=np.int64)
+    order[chosen] = chosen[permutation(stream, len(chosen))]
+    return order
+
+
+def bits(stream: KeyStream, size: int) -> np.ndarray:
+    """`size` uniform booleans."""
+    raw = np.frombuffer(stream.read((size + 7) // 8), dtype=np.uint8)
+    return np.unpackbits(raw)[:size].astype(bool)
+
+
+def choices(stream: KeyStream, size: int, options: int) -> np.ndarray:
+    """`size` uniform integers in [0, options)."""
+    return np.asarray([stream.below(options) for _ in range(size)], dtype=np.int64)
