@@ -32,8 +32,7 @@ def atomic_path(target: Path | str, mode: int | None = None) -> Iterator[Path]:
 
 
 def write_bytes_atomic(target: Path | str, data: bytes, mode: int | None = None) -> None:
-    with atomic_path(target, mode) as temporary:
-        with open(temporary, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
+    with atomic_path(target, mode) as temporary, open(temporary, "wb") as stream:
+        stream.write(data)
+        stream.flush()
+        os.fsync(stream.fileno())

@@ -240,8 +240,8 @@ class KeyStore:
         path = self._path(tenant_id, version)
         try:
             record = json.loads(path.read_text())
-            record["metadata"]["key_id"]  # noqa: B018  (shape check)
-            record["status"]  # noqa: B018
+            record["metadata"]["key_id"]
+            record["status"]
         except FileNotFoundError:
             raise KeyStoreError(
                 f"tenant {tenant_id!r} has no key version {version} in {self.root}"
@@ -263,5 +263,7 @@ class KeyStore:
         folder.mkdir(parents=True, exist_ok=True)
         os.chmod(folder, 0o700)
         write_bytes_atomic(
-            self._path(key.tenant_id, key.version), json.dumps(record, indent=2).encode(), mode=0o600
+            self._path(key.tenant_id, key.version),
+            json.dumps(record, indent=2).encode(),
+            mode=0o600,
         )

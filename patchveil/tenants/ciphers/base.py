@@ -86,6 +86,7 @@ class Cipher:
     """
 
     name: ClassVar[str] = "abstract"
+    summary: ClassVar[str] = ""
     defaults: ClassVar[Mapping[str, ParamValue]] = {}
     min_block_size: ClassVar[int] = 1
 

@@ -17,12 +17,14 @@ from patchveil.tenants.ciphers.hazmat import (
     channel_orders,
     compose,
 )
-from patchveil.tenants.keystream import bits, permutation
 from patchveil.tenants.keys import CipherSpec, Key
+from patchveil.tenants.keystream import bits, permutation
 
 
 @register_cipher("conventional")
 class ConventionalCipher(Cipher):
+    summary = "BS + PS + NP + CS at full strength, one setting per key"
+
     """Encrypted block j, element e = plain block `block_order[j]`, element `element_order[e]`,
     negated where `flip[e]`; the same `element_order` and `flip` for every block."""
 

@@ -16,17 +16,21 @@ from patchveil.tenants.ciphers.hazmat import (
     compose,
     dihedral_orders,
 )
-from patchveil.tenants.keystream import bits, choices, permutation
 from patchveil.tenants.keys import CipherSpec, Key
+from patchveil.tenants.keystream import bits, choices, permutation
 
 
 @register_cipher("etc")
 class EtcCipher(Cipher):
+    summary = "EtC: BS, per-block rotation/flip, NP and CS"
+
     def build(self, key: Key, spec: CipherSpec) -> GatherMask:
         blocks = block_index(spec.image_size, spec.block_size)
         count, length = blocks.shape
         block_order = permutation(key.keystream("etc/block-scramble"), count)
-        geometry = dihedral_orders(spec.block_size)[choices(key.keystream("etc/rotate-flip"), count, 8)]
+        geometry = dihedral_orders(spec.block_size)[
+            choices(key.keystream("etc/rotate-flip"), count, 8)
+        ]
         colour = channel_orders(spec.block_size, ALL_CHANNEL_PERMUTATIONS)[
             choices(key.keystream("etc/colour-shuffle"), count, len(ALL_CHANNEL_PERMUTATIONS))
         ]

@@ -117,7 +117,9 @@ def channel_orders(block_size: int, channel_permutations: np.ndarray) -> np.ndar
     `channel_permutations` is (K, 3); the result is (K, M·M·3).
     """
     pixels = np.arange(block_size * block_size)[:, None] * 3
-    return (pixels[None, :, :] + channel_permutations[:, None, :]).reshape(len(channel_permutations), -1)
+    return (pixels[None, :, :] + channel_permutations[:, None, :]).reshape(
+        len(channel_permutations), -1
+    )
 
 
 ALL_CHANNEL_PERMUTATIONS = np.array(

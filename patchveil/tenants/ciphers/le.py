@@ -15,20 +15,20 @@ from patchveil.tenants.ciphers.hazmat import (
     join_nibbles,
     split_nibbles,
 )
-from patchveil.tenants.keystream import bits, permutation
 from patchveil.tenants.keys import CipherSpec, Key
+from patchveil.tenants.keystream import bits, permutation
 
 
 @register_cipher("le")
 class LearnableEncryptionCipher(Cipher):
+    summary = "LE: 4-bit split, in-block shuffle and inversion (Tanaka 2018)"
+
     def build(self, key: Key, spec: CipherSpec) -> GatherMask:
         blocks = block_index(spec.image_size, spec.block_size, channels=6)
         count, length = blocks.shape
         element_order = permutation(key.keystream("le/shuffle"), length)
         flip = bits(key.keystream("le/negative-positive"), length)
-        return GatherMask(
-            *compose(blocks, np.arange(count), element_order, flip, flip_value=0x0F)
-        )
+        return GatherMask(*compose(blocks, np.arange(count), element_order, flip, flip_value=0x0F))
 
     def transform(self, table: GatherMask, flat: np.ndarray) -> np.ndarray:
         return join_nibbles(table.apply(split_nibbles(flat)))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from patchveil.tenants.ciphers.base import Cipher, register_cipher
 from patchveil.tenants.ciphers.hazmat import (
     ALL_CHANNEL_PERMUTATIONS,
@@ -13,14 +15,14 @@ from patchveil.tenants.ciphers.hazmat import (
     channel_orders,
     compose,
 )
-from patchveil.tenants.keystream import bits, choices
 from patchveil.tenants.keys import CipherSpec, Key
-
-import numpy as np
+from patchveil.tenants.keystream import bits, choices
 
 
 @register_cipher("pixel")
 class PixelCipher(Cipher):
+    summary = "per-pixel NP and colour shuffle (Sirichotedumrong 2019)"
+
     def build(self, key: Key, spec: CipherSpec) -> GatherMask:
         pixels = block_index(spec.image_size, 1)  # one "block" per pixel: (H·W, 3)
         count = pixels.shape[0]

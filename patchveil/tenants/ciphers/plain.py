@@ -11,6 +11,8 @@ from patchveil.tenants.keys import CipherSpec, Key
 
 @register_cipher("plain")
 class PlainCipher(Cipher):
+    summary = "identity (baseline, no protection)"
+
     def build(self, key: Key, spec: CipherSpec) -> GatherMask:
         size = spec.image_size * spec.image_size * 3
         return GatherMask(np.arange(size, dtype=np.int64), np.zeros(size, dtype=np.uint8))

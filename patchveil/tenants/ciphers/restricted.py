@@ -3,6 +3,9 @@ key-chosen fraction of positions, so images under independent keys keep a shared
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import ClassVar
+
 import numpy as np
 
 from patchveil.tenants.ciphers.base import (
@@ -13,8 +16,8 @@ from patchveil.tenants.ciphers.base import (
     register_cipher,
 )
 from patchveil.tenants.ciphers.hazmat import GatherMask, block_index, compose
+from patchveil.tenants.keys import CipherSpec, Key, ParamValue
 from patchveil.tenants.keystream import partial_permutation, permutation, subset
-from patchveil.tenants.keys import CipherSpec, Key
 
 
 def restricted_tables(
@@ -55,11 +58,21 @@ def restricted_in_block_bits(spec: CipherSpec) -> float:
 
 @register_cipher("restricted")
 class RestrictedCipher(Cipher):
-    defaults = {"block_fraction": 0.4, "pixel_fraction": 0.35, "flip_fraction": 0.35}
+    summary = "BS, PS, NP each on a key-chosen fraction of positions"
+
+    defaults: ClassVar[Mapping[str, ParamValue]] = {
+        "block_fraction": 0.4,
+        "pixel_fraction": 0.35,
+        "flip_fraction": 0.35,
+    }
 
     def build(self, key: Key, spec: CipherSpec) -> GatherMask:
         block_order, element_order, flip = restricted_tables(key, spec, full_block_scramble=False)
-        return GatherMask(*compose(block_index(spec.image_size, spec.block_size), block_order, element_order, flip))
+        return GatherMask(
+            *compose(
+                block_index(spec.image_size, spec.block_size), block_order, element_order, flip
+            )
+        )
 
     @classmethod
     def key_space_bits(cls, spec: CipherSpec) -> float:
@@ -73,11 +86,17 @@ class InvariantCipher(Cipher):
     """Full block scrambling (which a position-free ViT ignores exactly) with restricted
     in-block operations."""
 
-    defaults = {"pixel_fraction": 0.35, "flip_fraction": 0.35}
+    summary = "full BS + restricted PS/NP, for the position-free ViT"
+
+    defaults: ClassVar[Mapping[str, ParamValue]] = {"pixel_fraction": 0.35, "flip_fraction": 0.35}
 
     def build(self, key: Key, spec: CipherSpec) -> GatherMask:
         block_order, element_order, flip = restricted_tables(key, spec, full_block_scramble=True)
-        return GatherMask(*compose(block_index(spec.image_size, spec.block_size), block_order, element_order, flip))
+        return GatherMask(
+            *compose(
+                block_index(spec.image_size, spec.block_size), block_order, element_order, flip
+            )
+        )
 
     @classmethod
     def key_space_bits(cls, spec: CipherSpec) -> float:

@@ -1,0 +1,7 @@
+"""`python -m patchveil` is the `patchveil` command."""
+
+import sys
+
+from patchveil.cli import main
+
+sys.exit(main())

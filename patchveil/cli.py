@@ -1,0 +1,167 @@
+"""The `patchveil` command. Tenant-side commands import neither torch nor ray, so they start fast."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from patchveil.errors import PatchveilError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _param(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"--param takes name=value, got {text!r}")
+    return name, value
+
+
+def _store_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", required=True, type=Path, help="the tenant's key store folder")
+    parser.add_argument("--tenant", required=True, help="tenant id")
+
+
+# --- tenant-side commands -------------------------------------------------------------------
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from patchveil.tenants.keys import CipherSpec
+    from patchveil.tenants.keystore import KeyStore
+
+    spec = CipherSpec(args.cipher, args.block_size, args.image_size, tuple(args.param))
+    key = KeyStore(args.store).create(args.tenant, spec)
+    print(f"tenant {key.tenant_id}: key {key.key_id} version {key.version} ({spec.name})")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from patchveil.tenants.keystore import KeyStore
+
+    store = KeyStore(args.store)
+    if args.action == "rotate":
+        key = store.rotate(args.tenant)
+        print(f"tenant {key.tenant_id}: key {key.key_id} version {key.version} is now active")
+    elif args.action == "retire":
+        if args.version is None:
+            raise PatchveilError("keys retire needs --version N")
+        store.retire(args.tenant, args.version)
+        print(f"tenant {args.tenant}: key version {args.version} retired (secret destroyed)")
+    else:
+        print(json.dumps(store.describe(args.tenant), indent=2))
+    return 0
+
+
+def _crypt(args: argparse.Namespace, decrypt: bool) -> int:
+    from patchveil.tenants.client import Tenant
+    from patchveil.tenants.imageio import read_images, write_images
+
+    tenant = Tenant(args.tenant, args.store)
+    batch = read_images(args.input)
+    cipher = tenant.cipher(args.key_version)
+    result = cipher.decrypt(batch.images) if decrypt else cipher.encrypt(batch.images)
+    write_images(args.output, batch, result)
+    verb = "decrypted" if decrypt else "encrypted"
+    print(f"{verb} {len(result)} image(s) with key version {cipher.key_version} → {args.output}")
+    return 0
+
+
+def cmd_encrypt(args: argparse.Namespace) -> int:
+    return _crypt(args, decrypt=False)
+
+
+def cmd_decrypt(args: argparse.Namespace) -> int:
+    return _crypt(args, decrypt=True)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from patchveil.tenants.client import Tenant
+    from patchveil.tenants.imageio import read_images, write_png
+    from patchveil.tenants.preview import labelled_grid
+
+    tenant = Tenant(args.tenant, args.store)
+    images = read_images(args.input).images[: args.limit]
+    cipher = tenant.cipher(args.key_version)
+    encrypted = cipher.encrypt(images)
+    rows = [[plain, secret] for plain, secret in zip(images, encrypted, strict=True)]
+    write_png(args.output, labelled_grid(rows, ["plain", f"{cipher.spec.name}"]))
+    print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_ciphers(args: argparse.Namespace) -> int:
+    from patchveil.tenants.ciphers import available_ciphers, cipher_class, key_space_bits
+    from patchveil.tenants.keys import CipherSpec
+
+    print(f"{'cipher':<14}{'key space (bits)':>18}  description")
+    for name in available_ciphers():
+        bits = key_space_bits(CipherSpec(name, args.block_size, args.image_size))
+        print(f"{name:<14}{bits:>18.1f}  {cipher_class(name).summary}")
+    print("Key-space size counts distinct transforms; it is not a security claim.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="patchveil",
+        description="Train and query one shared ViT on images each tenant encrypted with its own key.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    keygen = commands.add_parser("keygen", help="create a tenant's first key in its key store")
+    _store_args(keygen)
+    keygen.add_argument("--cipher", required=True, help="cipher name (see `patchveil ciphers`)")
+    keygen.add_argument("--block-size", required=True, type=int, help="block size M (= ViT patch)")
+    keygen.add_argument("--image-size", required=True, type=int, help="image side H (square)")
+    keygen.add_argument(
+        "--param", action="append", type=_param, default=[], help="cipher parameter name=value"
+    )
+    keygen.set_defaults(handler=cmd_keygen)
+
+    keys = commands.add_parser("keys", help="list, rotate or retire a tenant's key versions")
+    keys.add_argument("action", choices=["list", "rotate", "retire"])
+    _store_args(keys)
+    keys.add_argument("--version", type=int, help="the version to retire")
+    keys.set_defaults(handler=cmd_keys)
+
+    for name, handler, verb in (
+        ("encrypt", cmd_encrypt, "encrypt"),
+        ("decrypt", cmd_decrypt, "decrypt"),
+    ):
+        sub = commands.add_parser(name, help=f"{verb} a .npy batch, an image or a folder of images")
+        _store_args(sub)
+        sub.add_argument("--in", dest="input", required=True, type=Path)
+        sub.add_argument("--out", dest="output", required=True, type=Path)
+        sub.add_argument("--key-version", type=int, help="default: the newest active version")
+        sub.set_defaults(handler=handler)
+
+    show = commands.add_parser("show", help="write plain and encrypted images side by side")
+    _store_args(show)
+    show.add_argument("--in", dest="input", required=True, type=Path)
+    show.add_argument("--out", dest="output", required=True, type=Path)
+    show.add_argument("--key-version", type=int)
+    show.add_argument("--limit", type=int, default=8, help="at most this many images")
+    show.set_defaults(handler=cmd_show)
+
+    ciphers = commands.add_parser("ciphers", help="list the ciphers and their key-space sizes")
+    ciphers.add_argument("--block-size", type=int, default=4)
+    ciphers.add_argument("--image-size", type=int, default=32)
+    ciphers.set_defaults(handler=cmd_ciphers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except PatchveilError as error:
+        print(f"patchveil: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("patchveil: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Read and write the tenant's image files: `.npy` batches, one image file, or a folder of images.
+
+Ciphertext must be stored losslessly, so images are written as PNG (or `.npy`); a lossy format
+would destroy the exact decryption.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from patchveil.errors import ImageFormatError, PatchveilError
+from patchveil.fsutil import atomic_path
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
+LOSSLESS_SUFFIXES = {".png", ".bmp", ".tif", ".tiff", ".ppm"}
+
+
+@dataclass(frozen=True)
+class ImageBatch:
+    """Images [N, H, W, 3] uint8 and where they came from."""
+
+    images: np.ndarray
+    kind: str  # "npy", "image" or "folder"
+    names: tuple[str, ...] = ()
+
+
+def read_images(path: Path | str) -> ImageBatch:
+    path = Path(path)
+    if not path.exists():
+        raise PatchveilError(f"input {path} does not exist")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ImageFormatError(f"folder {path} holds no image files ({_suffix_list()})")
+        images = [_read_image_file(p) for p in files]
+        shapes = {image.shape for image in images}
+        if len(shapes) > 1:
+            raise ImageFormatError(f"images in {path} have different sizes: {sorted(shapes)}")
+        return ImageBatch(np.stack(images), "folder", tuple(p.name for p in files))
+    if path.suffix.lower() == ".npy":
+        try:
+            images = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise ImageFormatError(f"{path} is not a readable .npy file ({error})") from None
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise ImageFormatError(
+                f"{path} must hold uint8 images [N, H, W, 3], got {images.dtype} {list(images.shape)}"
+            )
+        return ImageBatch(images, "npy")
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return ImageBatch(_read_image_file(path)[None], "image", (path.name,))
+    raise ImageFormatError(
+        f"cannot read {path}: expected a .npy file, an image file ({_suffix_list()}) or a folder"
+    )
+
+
+def write_images(path: Path | str, batch: ImageBatch, images: np.ndarray) -> None:
+    """Write `images` in the same kind as `batch` came in, atomically (never half a result)."""
+    path = Path(path)
+    if batch.kind == "npy":
+        if path.suffix.lower() != ".npy":
+            raise PatchveilError(f"output {path} must end in .npy, like the input")
+        with atomic_path(path) as temporary, open(temporary, "wb") as stream:
+            np.save(stream, images)
+        return
+    if batch.kind == "image":
+        if path.suffix.lower() not in LOSSLESS_SUFFIXES:
+            raise PatchveilError(
+                f"output {path} must be a lossless image (.png): a lossy format breaks decryption"
+            )
+        write_png(path, images[0])
+        return
+    if path.exists() and any(path.iterdir()):
+        raise PatchveilError(f"output folder {path} exists and is not empty")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        for name, image in zip(batch.names, images, strict=True):
+            write_png(staging / (Path(name).stem + ".png"), image)
+        if path.exists():
+            path.rmdir()
+        os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _read_image_file(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as error:
+        raise ImageFormatError(f"{path} is not a readable image ({error})") from None
+
+
+def write_png(path: Path | str, image: np.ndarray) -> None:
+    """Write one uint8 [H, W, 3] image as PNG, atomically."""
+    from PIL import Image
+
+    with atomic_path(path) as temporary:
+        Image.fromarray(np.ascontiguousarray(image)).save(temporary, format="PNG")
+
+
+def _suffix_list() -> str:
+    return ", ".join(sorted(IMAGE_SUFFIXES))
