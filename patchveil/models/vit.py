@@ -1,0 +1,293 @@
+"""Vision Transformer variants, registered by name and built by one factory on timm's ViT."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+
+from patchveil.errors import PatchveilError
+
+
+@dataclass(frozen=True)
+class ViTDims:
+    """The width and depth of a ViT: everything that does not depend on the data."""
+
+    depth: int
+    embed_dim: int
+    num_heads: int
+    mlp_ratio: float
+
+
+# `tiny`/`small`/`base` are timm's vit_{tiny,small,base}_patch16_224 dimensions; `cpu` trains in
+# minutes on 32×32 images with patch 4; `test` is for unit tests only.
+VIT_SIZES: Mapping[str, ViTDims] = MappingProxyType(
+    {
+        "test": ViTDims(depth=2, embed_dim=64, num_heads=2, mlp_ratio=2.0),
+        "cpu": ViTDims(depth=6, embed_dim=192, num_heads=3, mlp_ratio=2.0),
+        "tiny": ViTDims(depth=12, embed_dim=192, num_heads=3, mlp_ratio=4.0),
+        "small": ViTDims(depth=12, embed_dim=384, num_heads=6, mlp_ratio=4.0),
+        "base": ViTDims(depth=12, embed_dim=768, num_heads=12, mlp_ratio=4.0),
+    }
+)
+
+VariantBuilder = Callable[["ModelSpec"], VisionTransformer]
+_VARIANTS: dict[str, VariantBuilder] = {}
+
+
+def register_variant(name: str) -> Callable[[VariantBuilder], VariantBuilder]:
+    """Decorator: make a model variant buildable by name through `create_vit`."""
+
+    def add(builder: VariantBuilder) -> VariantBuilder:
+        if name in _VARIANTS:
+            raise ValueError(f"model variant {name!r} is registered twice")
+        _VARIANTS[name] = builder
+        return builder
+
+    return add
+
+
+def available_variants() -> list[str]:
+    return sorted(_VARIANTS)
+
+
+def available_sizes() -> list[str]:
+    return list(VIT_SIZES)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a model's architecture; recorded in checkpoints and cards.
+
+    `depth`, `embed_dim`, `num_heads` and `mlp_ratio` override the named size where set.
+    """
+
+    variant: str
+    size: str
+    image_size: int
+    patch_size: int
+    num_classes: int
+    in_chans: int = 3
+    depth: int | None = None
+    embed_dim: int | None = None
+    num_heads: int | None = None
+    mlp_ratio: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.variant not in _VARIANTS:
+            raise PatchveilError(
+                f"unknown model variant {self.variant!r}; choose one of "
+                f"{', '.join(available_variants())}"
+            )
+        if self.size not in VIT_SIZES:
+            raise PatchveilError(
+                f"unknown model size {self.size!r}; choose one of {', '.join(available_sizes())}"
+            )
+        for name in ("image_size", "patch_size", "num_classes", "in_chans"):
+            _check_positive(name, getattr(self, name))
+        for name in ("depth", "embed_dim", "num_heads"):
+            if getattr(self, name) is not None:
+                _check_positive(name, getattr(self, name))
+        if self.mlp_ratio is not None and not self.mlp_ratio > 0:
+            raise PatchveilError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
+        if self.image_size % self.patch_size:
+            divisors = [d for d in range(2, self.image_size + 1) if self.image_size % d == 0]
+            raise PatchveilError(
+                f"patch size {self.patch_size} does not divide image size {self.image_size}; "
+                f"choose a patch size that divides {self.image_size} (e.g. "
+                f"{', '.join(str(d) for d in divisors[:6])})"
+            )
+        dims = self.dims
+        if dims.embed_dim % dims.num_heads:
+            raise PatchveilError(
+                f"embed_dim {dims.embed_dim} is not divisible by num_heads {dims.num_heads}; "
+                "choose a head count that divides the embedding dimension"
+            )
+
+    @property
+    def dims(self) -> ViTDims:
+        """The named size with this spec's overrides applied."""
+        overrides = {
+            name: getattr(self, name)
+            for name in ("depth", "embed_dim", "num_heads", "mlp_ratio")
+            if getattr(self, name) is not None
+        }
+        return replace(VIT_SIZES[self.size], **overrides)
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: value for name, value in asdict(self).items() if value is not None}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ModelSpec:
+        known = {field.name for field in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise PatchveilError(
+                f"model spec has unknown field(s) {', '.join(sorted(unknown))}; "
+                f"known fields: {', '.join(sorted(known))}"
+            )
+        try:
+            return cls(
+                variant=str(data["variant"]),
+                size=str(data["size"]),
+                image_size=int(data["image_size"]),
+                patch_size=int(data["patch_size"]),
+                num_classes=int(data["num_classes"]),
+                in_chans=int(data.get("in_chans", 3)),
+                **{
+                    name: cast(data[name])
+                    for name, cast in (
+                        ("depth", int),
+                        ("embed_dim", int),
+                        ("num_heads", int),
+                        ("mlp_ratio", float),
+                    )
+                    if data.get(name) is not None
+                },
+            )
+        except KeyError as missing:
+            raise PatchveilError(f"model spec is missing the field {missing}") from None
+
+
+def _check_positive(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise PatchveilError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _timm_vit(spec: ModelSpec, **variant_args: Any) -> VisionTransformer:
+    dims = spec.dims
+    return VisionTransformer(
+        img_size=spec.image_size,
+        patch_size=spec.patch_size,
+        in_chans=spec.in_chans,
+        num_classes=spec.num_classes,
+        embed_dim=dims.embed_dim,
+        depth=dims.depth,
+        num_heads=dims.num_heads,
+        mlp_ratio=dims.mlp_ratio,
+        **variant_args,
+    )
+
+
+@register_variant("standard")
+def standard(spec: ModelSpec) -> VisionTransformer:
+    """Learned position embedding and a class token; classifies from the class token."""
+    return _timm_vit(spec, class_token=True, pos_embed="learn", global_pool="token")
+
+
+@register_variant("position_free")
+def position_free(spec: ModelSpec) -> VisionTransformer:
+    """No position embedding, no class token, mean over tokens: exactly invariant to any
+    permutation of the patch tokens (block scrambling)."""
+    # timm's pos_embed="none" leaves `pos_embed` as None and `_pos_embed` then only flattens.
+    return _timm_vit(spec, class_token=False, pos_embed="none", global_pool="avg")
+
+
+def create_vit(
+    variant: str,
+    size: str,
+    *,
+    image_size: int,
+    patch_size: int,
+    num_classes: int,
+    in_chans: int = 3,
+    pretrained_path: str | os.PathLike[str] | None = None,
+    depth: int | None = None,
+    embed_dim: int | None = None,
+    num_heads: int | None = None,
+    mlp_ratio: float | None = None,
+) -> VisionTransformer:
+    """Build a registered ViT variant; optionally load a local state dict (never downloads)."""
+    spec = ModelSpec(
+        variant=variant,
+        size=size,
+        image_size=image_size,
+        patch_size=patch_size,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        depth=depth,
+        embed_dim=embed_dim,
+        num_heads=num_heads,
+        mlp_ratio=mlp_ratio,
+    )
+    return create_vit_from_spec(spec, pretrained_path=pretrained_path)
+
+
+def create_vit_from_spec(
+    spec: ModelSpec, *, pretrained_path: str | os.PathLike[str] | None = None
+) -> VisionTransformer:
+    """Build the model a `ModelSpec` describes."""
+    model = _VARIANTS[spec.variant](spec)
+    if pretrained_path is not None:
+        load_state_dict_file(model, pretrained_path)
+    return model
+
+
+def load_state_dict_file(model: torch.nn.Module, path: str | os.PathLike[str]) -> None:
+    """Load a local `.pth`/`.pt` or `.safetensors` state dict into `model`, strictly."""
+    file = Path(path)
+    if not file.is_file():
+        raise PatchveilError(f"pretrained weights {str(file)!r} do not exist or are not a file")
+    try:
+        if file.suffix == ".safetensors":
+            try:
+                from safetensors.torch import load_file
+            except ImportError:
+                raise PatchveilError(
+                    f"{str(file)!r} is a .safetensors file but the safetensors package is not "
+                    "installed; install it or save the weights with torch.save"
+                ) from None
+            state = load_file(str(file), device="cpu")
+        else:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+    except PatchveilError:
+        raise
+    except Exception as error:
+        raise PatchveilError(
+            f"cannot read pretrained weights {str(file)!r}: {type(error).__name__}: {error}"
+        ) from None
+    # Accept a training checkpoint that wraps the state dict.
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
+            state = state[wrapper]
+            break
+    if not isinstance(state, Mapping):
+        raise PatchveilError(
+            f"pretrained weights {str(file)!r} hold a {type(state).__name__}, not a state dict"
+        )
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = [
+        f"{name} {list(state[name].shape)} (model needs {list(expected[name].shape)})"
+        for name in expected
+        if name in state and tuple(state[name].shape) != tuple(expected[name].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing {_first(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {_first(unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatch in {_first(mismatched)}")
+    if problems:
+        raise PatchveilError(
+            f"pretrained weights {str(file)!r} do not fit this model: {'; '.join(problems)}. "
+            "Build the model with the ModelSpec the weights were trained with"
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def _first(items: list[str], limit: int = 5) -> str:
+    shown = ", ".join(items[:limit])
+    return shown if len(items) <= limit else f"{shown} and {len(items) - limit} more"
