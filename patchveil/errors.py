@@ -15,3 +15,7 @@ class CipherConfigError(PatchveilError):
 
 class ImageFormatError(PatchveilError):
     """Images have the wrong dtype, shape or size for the operation."""
+
+
+class SourceError(PatchveilError):
+    """A plain-image source (CIFAR, Tiny ImageNet, image folder, array file) cannot be read."""

@@ -16,8 +16,8 @@ import numpy as np
 
 from patchveil.errors import ImageFormatError, PatchveilError
 from patchveil.fsutil import atomic_path
+from patchveil.tenants.sources.folders import IMAGE_SUFFIXES, read_image
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
 LOSSLESS_SUFFIXES = {".png", ".bmp", ".tif", ".tiff", ".ppm"}
 
 
@@ -38,7 +38,7 @@ def read_images(path: Path | str) -> ImageBatch:
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise ImageFormatError(f"folder {path} holds no image files ({_suffix_list()})")
-        images = [_read_image_file(p) for p in files]
+        images = [read_image(p) for p in files]
         shapes = {image.shape for image in images}
         if len(shapes) > 1:
             raise ImageFormatError(f"images in {path} have different sizes: {sorted(shapes)}")
@@ -54,7 +54,7 @@ def read_images(path: Path | str) -> ImageBatch:
             )
         return ImageBatch(images, "npy")
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        return ImageBatch(_read_image_file(path)[None], "image", (path.name,))
+        return ImageBatch(read_image(path)[None], "image", (path.name,))
     raise ImageFormatError(
         f"cannot read {path}: expected a .npy file, an image file ({_suffix_list()}) or a folder"
     )
@@ -89,16 +89,6 @@ def write_images(path: Path | str, batch: ImageBatch, images: np.ndarray) -> Non
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-
-
-def _read_image_file(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as error:
-        raise ImageFormatError(f"{path} is not a readable image ({error})") from None
 
 
 def write_png(path: Path | str, image: np.ndarray) -> None:

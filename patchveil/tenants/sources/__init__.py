@@ -1,0 +1,1 @@
+"""Readers for each plain-image layout; use them through `patchveil.tenants.loaders`."""
