@@ -21,7 +21,11 @@ LABEL = "label"
 TENANT_ID = "tenant_id"
 KEY_VERSION = "key_version"
 SAMPLE_ID = "sample_id"
-COLUMNS = (IMAGE, LABEL, TENANT_ID, KEY_VERSION, SAMPLE_ID)
+SPLIT = "split"
+COLUMNS = (IMAGE, LABEL, TENANT_ID, KEY_VERSION, SAMPLE_ID, SPLIT)
+# A tenant holds out part of its images at onboarding: the platform validates on them (each
+# under that tenant's own key) and never trains on them.
+SPLITS = ("train", "validation")
 
 # Schema metadata keys (bytes, as Arrow stores them).
 _META_FORMAT = b"patchveil_format"
@@ -107,6 +111,7 @@ def shard_schema(metadata: ShardMetadata) -> pa.Schema:
             pa.field(TENANT_ID, pa.string(), nullable=False),
             pa.field(KEY_VERSION, pa.int32(), nullable=False),
             pa.field(SAMPLE_ID, pa.string(), nullable=False),
+            pa.field(SPLIT, pa.string(), nullable=False),
         ],
         metadata=metadata.to_arrow(),
     )
@@ -120,6 +125,7 @@ class EncryptedArrays(NamedTuple):
     tenant_ids: np.ndarray  # object (str) [N]
     key_versions: np.ndarray  # int32 [N]
     sample_ids: np.ndarray  # object (str) [N]
+    splits: np.ndarray  # object (str) [N]: "train" or "validation"
 
 
 def encrypted_batch_to_table(
@@ -131,6 +137,7 @@ def encrypted_batch_to_table(
     cipher_name: str,
     block_size: int,
     image_size: int,
+    split: str = "train",
 ) -> pa.Table:
     """Build a shard table from encrypted images of one tenant and one key version.
 
@@ -166,6 +173,9 @@ def encrypted_batch_to_table(
     if len(set(sample_id_list)) != count:
         raise PatchveilError("sample ids within a shard must be unique; found duplicates")
 
+    if split not in SPLITS:
+        raise PatchveilError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+
     schema = shard_schema(metadata)
     pixels = np.ascontiguousarray(images).reshape(-1)
     image_column = pa.FixedSizeBinaryArray.from_buffers(
@@ -177,6 +187,7 @@ def encrypted_batch_to_table(
         pa.array([tenant_id] * count, type=pa.string()),
         pa.array(np.full(count, key_version, dtype=np.int32), type=pa.int32()),
         pa.array(sample_id_list, type=pa.string()),
+        pa.array([split] * count, type=pa.string()),
     ]
     return pa.Table.from_arrays(columns, schema=schema)
 
@@ -234,4 +245,5 @@ def table_to_arrays(table: pa.Table | pa.RecordBatch) -> EncryptedArrays:
         tenant_ids=np.asarray(table.column(TENANT_ID).to_pylist(), dtype=object),
         key_versions=table.column(KEY_VERSION).to_numpy(),
         sample_ids=np.asarray(table.column(SAMPLE_ID).to_pylist(), dtype=object),
+        splits=np.asarray(table.column(SPLIT).to_pylist(), dtype=object),
     )

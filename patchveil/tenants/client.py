@@ -37,8 +37,13 @@ class Tenant:
             self._ciphers[key.version] = create_cipher(key)
         return self._ciphers[key.version]
 
-    def encrypt(self, images: np.ndarray, version: int | None = None) -> np.ndarray:
-        return self.cipher(version).encrypt(images)
+    def encrypt(
+        self, images: np.ndarray, version: int | None = None, nonces: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Encrypt with the newest key (or `version`); `nonces` for per-image ciphers."""
+        return self.cipher(version).encrypt(images, nonces)
 
-    def decrypt(self, images: np.ndarray, version: int | None = None) -> np.ndarray:
-        return self.cipher(version).decrypt(images)
+    def decrypt(
+        self, images: np.ndarray, version: int | None = None, nonces: np.ndarray | None = None
+    ) -> np.ndarray:
+        return self.cipher(version).decrypt(images, nonces)

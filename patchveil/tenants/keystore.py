@@ -28,24 +28,34 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from patchveil.errors import KeyStoreError
+from patchveil.config import check_tenant_id as check_platform_tenant_id
+from patchveil.errors import KeyStoreError, PatchveilError
 from patchveil.fsutil import write_bytes_atomic
 from patchveil.tenants.keys import CipherSpec, Key, _secret_of
 
 PASSPHRASE_ENV = "PATCHVEIL_KEYSTORE_PASSPHRASE"
 _FORMAT = 1
 _CHECK_PLAINTEXT = b"patchveil key store"
-_TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SCRYPT = {"n": 2**15, "r": 8, "p": 1}
 
 
 def check_tenant_id(tenant_id: str) -> str:
-    if not _TENANT_ID.match(tenant_id):
-        raise KeyStoreError(
-            f"tenant id {tenant_id!r} is not valid: use 1–64 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
-    return tenant_id
+    """The platform's tenant-id rule, raised as a key-store error."""
+    try:
+        return check_platform_tenant_id(tenant_id)
+    except PatchveilError as error:
+        raise KeyStoreError(str(error)) from None
+
+
+def _check_kdf(kdf: Any) -> dict[str, int]:
+    """The header's scrypt parameters, refused (ValueError) unless sane: a corrupt header must
+    not crash scrypt or make it allocate without bound."""
+    n, r, p = (kdf[name] for name in ("n", "r", "p"))
+    if not all(type(value) is int for value in (n, r, p)):
+        raise ValueError("scrypt parameters must be integers")
+    if not (2 <= n <= 2**20 and n & (n - 1) == 0 and 1 <= r <= 32 and 1 <= p <= 16):
+        raise ValueError("scrypt parameters out of range")
+    return {"n": n, "r": r, "p": p}
 
 
 def _b64(data: bytes) -> str:
@@ -68,6 +78,14 @@ class KeyStore:
         mode = "passphrase" if self._passphrase else "development master key"
         return f"KeyStore(root={str(self.root)!r}, mode={mode!r})"
 
+    def __reduce__(self) -> Any:
+        # The store holds the passphrase and, once opened, the key-encryption key: like a `Key`,
+        # it must not travel in a Ray object or a Prefect result. Pass `root` and reopen it.
+        raise TypeError(
+            f"{self!r} holds its passphrase and key-encryption key and cannot be pickled; pass "
+            "the store's folder and open it where it is used"
+        )
+
     # --- opening ------------------------------------------------------------------------
     @property
     def development_mode(self) -> bool:
@@ -87,6 +105,9 @@ class KeyStore:
             salt = _unb64(header["salt"])
             check_nonce, check = _unb64(header["check_nonce"]), _unb64(header["check"])
             mode = header["mode"]
+            kdf = _check_kdf(header.get("kdf", _SCRYPT))
+            if mode not in ("passphrase", "development"):
+                raise ValueError(mode)
         except (OSError, ValueError, KeyError, TypeError):
             raise KeyStoreError(f"key store header {header_path} is corrupt") from None
         if mode == "passphrase" and not self._passphrase:
@@ -98,7 +119,7 @@ class KeyStore:
                 f"key store {self.root} is in development mode (master.key); unset "
                 f"{PASSPHRASE_ENV} to open it"
             )
-        kek = self._derive(salt, header.get("kdf", _SCRYPT))
+        kek = self._derive(salt, kdf)
         try:
             AESGCM(kek).decrypt(check_nonce, check, _CHECK_PLAINTEXT)
         except InvalidTag:
@@ -181,7 +202,10 @@ class KeyStore:
         from patchveil.tenants.ciphers import check_spec
 
         current = self.load(tenant_id)
-        key = Key.generate(tenant_id, check_spec(spec or current.spec), version=current.version + 1)
+        # Number after the newest version, retired or not: reusing a retired version's number
+        # would overwrite its record and give one version number to two different secrets.
+        newest = max(self.versions(tenant_id))
+        key = Key.generate(tenant_id, check_spec(spec or current.spec), version=newest + 1)
         self._save(key, status="active")
         return key
 
@@ -215,10 +239,17 @@ class KeyStore:
         try:
             aad = json.dumps(metadata, sort_keys=True, separators=(",", ":")).encode()
             secret = self._aead().decrypt(_unb64(record["nonce"]), _unb64(record["sealed"]), aad)
-        except (InvalidTag, KeyError, ValueError):
+        except (InvalidTag, KeyError, ValueError, TypeError, AttributeError):
             raise KeyStoreError(
                 f"key file {self._path(tenant_id, version)} is corrupt or was tampered with"
             ) from None
+        # The seal binds the metadata, not the file's place: a key file copied to another
+        # tenant's folder or version number must not be taken for that tenant's key.
+        if metadata["tenant_id"] != tenant_id or metadata["version"] != version:
+            raise KeyStoreError(
+                f"key file {self._path(tenant_id, version)} holds version {metadata['version']} "
+                f"of tenant {metadata['tenant_id']!r}, not version {version} of {tenant_id!r}"
+            )
         return Key(
             tenant_id=metadata["tenant_id"],
             key_id=metadata["key_id"],

@@ -2,6 +2,7 @@
 
 from patchveil.tenants.ciphers import (  # noqa: F401  (each module registers its cipher)
     conventional,
+    disposable,
     etc,
     le,
     pixel,

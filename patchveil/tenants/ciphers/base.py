@@ -89,13 +89,17 @@ class Cipher:
     summary: ClassVar[str] = ""
     defaults: ClassVar[Mapping[str, ParamValue]] = {}
     min_block_size: ClassVar[int] = 1
+    # A per-image cipher draws a fresh transform for every image from (key, nonce): callers
+    # pass one nonce per image (the sample id), and need the same nonce to decrypt.
+    per_image: ClassVar[bool] = False
 
     def __init__(self, key: Key) -> None:
         self.spec = check_spec(key.spec)
         self.key_id = key.key_id
         self.key_version = key.version
-        self._forward = self.build(key, self.spec)
-        self._inverse = self._forward.inverse()
+        if not self.per_image:
+            self._forward = self.build(key, self.spec)
+            self._inverse = self._forward.inverse()
 
     # --- what a subclass provides -------------------------------------------------------
     def build(self, key: Key, spec: CipherSpec) -> GatherMask:
@@ -134,19 +138,47 @@ class Cipher:
     def bits(self) -> float:
         return type(self).key_space_bits(self.spec)
 
-    def encrypt(self, images: np.ndarray) -> np.ndarray:
-        """Encrypt uint8 images [N, H, W, 3] (or one image [H, W, 3])."""
-        return self._run(self._forward, images)
+    def encrypt(self, images: np.ndarray, nonces: np.ndarray | None = None) -> np.ndarray:
+        """Encrypt uint8 images [N, H, W, 3] (or one image [H, W, 3]).
 
-    def decrypt(self, images: np.ndarray) -> np.ndarray:
-        """Exactly undo `encrypt`."""
-        return self._run(self._inverse, images)
+        `nonces` (one integer per image, e.g. the sample id) is required by per-image ciphers
+        and ignored by the others.
+        """
+        return self._run(images, nonces, inverse=False)
 
-    def _run(self, table: GatherMask, images: np.ndarray) -> np.ndarray:
+    def decrypt(self, images: np.ndarray, nonces: np.ndarray | None = None) -> np.ndarray:
+        """Exactly undo `encrypt` (with the same nonces, for a per-image cipher)."""
+        return self._run(images, nonces, inverse=True)
+
+    def _run(self, images: np.ndarray, nonces: np.ndarray | None, inverse: bool) -> np.ndarray:
         batch = self.check_images(images)
-        flat = batch.reshape(batch.shape[0], -1)
-        out = self.transform(table, flat).reshape(batch.shape)
+        # An explicit row length: `-1` cannot be inferred for an empty batch [0, H, W, 3].
+        flat = batch.reshape(batch.shape[0], 3 * self.spec.image_size**2)
+        if self.per_image:
+            checked = self.check_nonces(nonces, len(batch))
+            out = self.transform_per_image(flat, checked, inverse)
+        else:
+            out = self.transform(self._inverse if inverse else self._forward, flat)
+        out = out.reshape(batch.shape)
         return out[0] if images.ndim == 3 else out
+
+    def transform_per_image(self, flat: np.ndarray, nonces: np.ndarray, inverse: bool) -> np.ndarray:
+        """Per-image ciphers implement this instead of `build`."""
+        raise NotImplementedError
+
+    def check_nonces(self, nonces: np.ndarray | None, count: int) -> np.ndarray:
+        if nonces is None:
+            raise CipherConfigError(
+                f"cipher {self.name!r} draws a fresh transform per image: pass one nonce per "
+                "image (e.g. its sample id), and the same nonces to decrypt"
+            )
+        checked = np.asarray(nonces)
+        if checked.shape != (count,) or not np.issubdtype(checked.dtype, np.integer):
+            raise CipherConfigError(
+                f"nonces must be {count} integers (one per image), got {checked.dtype} "
+                f"{list(checked.shape)}"
+            )
+        return checked.astype(np.int64)
 
     def transform(self, table: GatherMask, flat: np.ndarray) -> np.ndarray:
         """Apply a gather table to flattened images; ciphers on other units override this."""
@@ -154,15 +186,17 @@ class Cipher:
 
     def check_images(self, images: np.ndarray) -> np.ndarray:
         size = self.spec.image_size
+        # Every message names the expected form, so one line tells the user what would be right.
+        expected = f"uint8 numpy array [N, {size}, {size}, 3] (or one image [{size}, {size}, 3])"
         if not isinstance(images, np.ndarray):
-            raise ImageFormatError(f"images must be a numpy array, got {type(images).__name__}")
+            raise ImageFormatError(f"images must be a {expected}, got a {type(images).__name__}")
         if images.dtype != np.uint8:
-            raise ImageFormatError(f"images must be uint8, got {images.dtype}")
+            raise ImageFormatError(f"images must be a {expected}, got dtype {images.dtype}")
         batch = images[None] if images.ndim == 3 else images
         if batch.ndim != 4 or batch.shape[1:] != (size, size, 3):
             raise ImageFormatError(
-                f"images must have shape [N, {size}, {size}, 3] for this key "
-                f"(image size {size}), got {list(images.shape)}"
+                f"images must be a {expected} for this key (image size {size}), "
+                f"got shape {list(images.shape)}"
             )
         return np.ascontiguousarray(batch)
 

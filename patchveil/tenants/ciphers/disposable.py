@@ -1,0 +1,113 @@
+"""`disposable`: a fresh key per image. Every image gets its own random block order and, for
+every block, its own random element of a small group G acting inside the block (negative–positive,
+colour shuffle, optionally the 8 rotations/flips).
+
+Nothing is shared between images, so the cross-image statistics that reveal a fixed in-block key
+do not exist; and a position-free ViT whose patch embedding is invariant to G
+(`patchveil.models`, `embedding="orbit"`) gives exactly the same output for every key, so a new
+tenant or a rotated key needs no retraining. The per-image transform is derived from the tenant's
+secret and a per-image nonce (the sample id), so the tenant can still decrypt.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import ClassVar
+
+import numpy as np
+
+from patchveil.errors import CipherConfigError
+from patchveil.tenants.ciphers.base import Cipher, log2_factorial, register_cipher
+from patchveil.tenants.ciphers.hazmat import (
+    ALL_CHANNEL_PERMUTATIONS,
+    block_index,
+    channel_orders,
+    dihedral_orders,
+)
+from patchveil.tenants.keys import CipherSpec, Key, ParamValue
+
+GROUPS = ("np", "np_cs", "np_cs_rf")
+
+
+def group_tables(group: str, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Element orders (|G|, L) and flip masks (|G|, L) of every element of a named group."""
+    length = 3 * block_size * block_size
+    identity = np.arange(length, dtype=np.int64)[None]
+    if group == "np":
+        moves = identity
+    elif group == "np_cs":
+        moves = channel_orders(block_size, ALL_CHANNEL_PERMUTATIONS)
+    elif group == "np_cs_rf":
+        colour = channel_orders(block_size, ALL_CHANNEL_PERMUTATIONS)
+        geometry = dihedral_orders(block_size)
+        # Colour shuffle, then rotation/flip: every pair gives one element.
+        moves = np.take_along_axis(
+            np.repeat(colour, len(geometry), axis=0), np.tile(geometry, (len(colour), 1)), axis=1
+        )
+    else:
+        raise CipherConfigError(f"unknown group {group!r}; choose one of {', '.join(GROUPS)}")
+    orders = np.concatenate([moves, moves])
+    flips = np.zeros(orders.shape, dtype=np.uint8)
+    flips[len(moves) :] = 0xFF
+    return orders, flips
+
+
+@register_cipher("disposable")
+class DisposableCipher(Cipher):
+    summary = "fresh key per image: random block order + per-block group element"
+    per_image = True
+    defaults: ClassVar[Mapping[str, ParamValue]] = {"group": "np_cs"}
+
+    def __init__(self, key: Key) -> None:
+        super().__init__(key)
+        self._key = key
+        blocks = block_index(self.spec.image_size, self.spec.block_size)
+        self._blocks = blocks
+        self._orders, self._flips = group_tables(
+            str(self.spec.param_dict["group"]), self.spec.block_size
+        )
+
+    def _draw(self, nonces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per image: a block order (N, blocks) and a group element per block (N, blocks)."""
+        count = self._blocks.shape[0]
+        raw = np.frombuffer(
+            b"".join(
+                self._key.keystream(f"disposable/{int(nonce)}").read(16 * count) for nonce in nonces
+            ),
+            dtype=">u8",
+        ).reshape(len(nonces), 2, count)
+        # argsort of 64-bit uniform values: a uniform permutation (ties have probability ~2^-52).
+        block_order = np.argsort(raw[:, 0], axis=1, kind="stable")
+        # 2^64 mod |G| bias is below 2^-59 for |G| ≤ 96.
+        element = (raw[:, 1] % np.uint64(len(self._orders))).astype(np.int64)
+        return block_order, element
+
+    def transform_per_image(
+        self, flat: np.ndarray, nonces: np.ndarray, inverse: bool
+    ) -> np.ndarray:
+        block_order, element = self._draw(nonces)
+        blocks = self._blocks
+        # source[n, blocks[j, e]] = blocks[block_order[n, j], orders[element[n, j], e]]
+        source_blocks = blocks[block_order]  # (N, nb, L)
+        source = np.empty(flat.shape, dtype=np.int64)
+        mask = np.empty(flat.shape, dtype=np.uint8)
+        destination = np.broadcast_to(blocks.reshape(-1), (len(flat), blocks.size))
+        gathered = np.take_along_axis(source_blocks, self._orders[element], axis=2)
+        np.put_along_axis(source, destination, gathered.reshape(len(flat), blocks.size), axis=1)
+        np.put_along_axis(
+            mask, destination, self._flips[element].reshape(len(flat), blocks.size), axis=1
+        )
+        if not inverse:
+            out = np.take_along_axis(flat, source, axis=1)
+            return out ^ mask
+        plain = np.empty_like(flat)
+        np.put_along_axis(plain, source, flat ^ mask, axis=1)
+        return plain
+
+    @classmethod
+    def key_space_bits(cls, spec: CipherSpec) -> float:
+        """Distinct transforms of one image (each image draws its own)."""
+        count = spec.blocks_per_side**2
+        group_size = len(group_tables(str(spec.param_dict["group"]), spec.block_size)[0])
+        return log2_factorial(count) + count * math.log2(group_size)

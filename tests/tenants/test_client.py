@@ -1,0 +1,124 @@
+"""Tests for the tenant's front door, `Tenant`: round trips and key versions after rotation."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import cloudpickle
+import numpy as np
+import pytest
+
+from patchveil.errors import ImageFormatError, KeyStoreError
+from patchveil.tenants.ciphers import create_cipher
+from patchveil.tenants.client import Tenant
+from patchveil.tenants.keys import CipherSpec
+from patchveil.tenants.keystore import PASSPHRASE_ENV, KeyStore
+from tests.helpers import assert_no_key_material
+
+SPEC = CipherSpec("conventional", 4, 32)
+
+
+@pytest.fixture(autouse=True)
+def development_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(PASSPHRASE_ENV, raising=False)
+
+
+@pytest.fixture
+def images() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, size=(4, 32, 32, 3), dtype=np.uint8)
+
+
+def test_round_trip_through_the_front_door(tmp_path: Path, images: np.ndarray) -> None:
+    tenant = Tenant("hospital", tmp_path / "store")
+    key = tenant.create_key(SPEC)
+    encrypted = tenant.encrypt(images)
+    assert encrypted.shape == images.shape and encrypted.dtype == np.uint8
+    assert not np.array_equal(encrypted, images)
+    assert np.array_equal(tenant.decrypt(encrypted), images)
+    assert np.array_equal(tenant.encrypt(images[0]), encrypted[0])
+    # The same as building the cipher by hand, and the same for a fresh `Tenant` on the store.
+    assert np.array_equal(create_cipher(key).encrypt(images), encrypted)
+    again = Tenant("hospital", str(tmp_path / "store"))
+    assert np.array_equal(again.decrypt(encrypted), images)
+    assert_no_key_material(key, [encrypted, repr(tenant), repr(tenant.cipher()), tmp_path])
+
+
+def test_a_shared_store_object(tmp_path: Path, images: np.ndarray) -> None:
+    store = KeyStore(tmp_path / "store")
+    hospital, bank = Tenant("hospital", store), Tenant("bank", store)
+    hospital.create_key(SPEC)
+    bank.create_key(SPEC)
+    assert hospital.store is store
+    assert not np.array_equal(hospital.encrypt(images), bank.encrypt(images))
+    assert np.array_equal(bank.decrypt(bank.encrypt(images)), images)
+
+
+def test_versions_after_rotation(tmp_path: Path, images: np.ndarray) -> None:
+    tenant = Tenant("hospital", tmp_path / "store")
+    first = tenant.create_key(SPEC)
+    old = tenant.encrypt(images)
+    second = tenant.rotate_key()
+    assert (first.version, second.version) == (1, 2)
+    assert tenant.key() == second and tenant.key(1) == first
+    new = tenant.encrypt(images)
+    assert not np.array_equal(new, old)
+    assert tenant.cipher().key_version == 2
+    assert np.array_equal(tenant.decrypt(new), images)
+    assert np.array_equal(tenant.decrypt(old, version=1), images)
+    assert not np.array_equal(tenant.decrypt(old), images)  # the newest key is not the old one
+    assert np.array_equal(tenant.encrypt(images, version=1), old)
+    # A fresh front door (another process, another day) reads both versions from the store.
+    later = Tenant("hospital", tmp_path / "store")
+    assert np.array_equal(later.decrypt(old, version=1), images)
+    assert np.array_equal(later.decrypt(new), images)
+
+
+def test_rotation_to_another_cipher(tmp_path: Path, images: np.ndarray) -> None:
+    tenant = Tenant("hospital", tmp_path / "store")
+    tenant.create_key(SPEC)
+    old = tenant.encrypt(images)
+    tenant.rotate_key(CipherSpec("invariant", 8, 32))
+    assert tenant.cipher().spec.name == "invariant"
+    assert tenant.cipher().spec.block_size == 8
+    assert np.array_equal(tenant.decrypt(tenant.encrypt(images)), images)
+    assert np.array_equal(tenant.decrypt(old, version=1), images)
+
+
+def test_a_retired_version_is_refused_even_after_use(tmp_path: Path, images: np.ndarray) -> None:
+    tenant = Tenant("hospital", tmp_path / "store")
+    tenant.create_key(SPEC)
+    old = tenant.encrypt(images)
+    tenant.rotate_key()
+    assert np.array_equal(tenant.decrypt(old, version=1), images)  # cached now
+    tenant.store.retire("hospital", 1)
+    with pytest.raises(KeyStoreError, match="version 1 of tenant 'hospital' is retired"):
+        tenant.decrypt(old, version=1)
+    assert np.array_equal(tenant.decrypt(tenant.encrypt(images)), images)
+
+
+def test_unknown_tenant_and_bad_images(tmp_path: Path, images: np.ndarray) -> None:
+    tenant = Tenant("nobody", tmp_path / "store")
+    with pytest.raises(KeyStoreError, match="no key for tenant 'nobody'"):
+        tenant.encrypt(images)
+    tenant.create_key(SPEC)
+    with pytest.raises(ImageFormatError, match=r"\[N, 32, 32, 3\]"):
+        tenant.encrypt(images.astype(np.float32))
+    with pytest.raises(KeyStoreError, match="no key version 9"):
+        tenant.decrypt(images, version=9)
+
+
+def test_tenant_and_store_refuse_pickling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store holds the passphrase and the key-encryption key; neither may leave the tenant."""
+    monkeypatch.setenv(PASSPHRASE_ENV, "a long passphrase")
+    tenant = Tenant("hospital", tmp_path / "store")
+    key = tenant.create_key(SPEC)
+    for thing in (tenant.store, tenant, tenant.cipher()):
+        with pytest.raises(TypeError, match="cannot be pickled") as caught:
+            pickle.dumps(thing)
+        assert "a long passphrase" not in str(caught.value)
+        assert_no_key_material(key, str(caught.value))
+        with pytest.raises(TypeError, match="cannot be pickled"):
+            cloudpickle.dumps(thing)
+    assert "a long passphrase" not in repr(tenant)
+    assert_no_key_material(key, repr(tenant))
