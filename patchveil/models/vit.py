@@ -13,6 +13,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from patchveil.errors import PatchveilError
+from patchveil.models.invariant_embed import INVARIANCE_GROUPS, OrbitPatchEmbed
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,8 @@ class ModelSpec:
     embed_dim: int | None = None
     num_heads: int | None = None
     mlp_ratio: float | None = None
+    # Only for the `invariant` variant: the group its patch embedding is invariant to.
+    invariance_group: str | None = None
 
     def __post_init__(self) -> None:
         if self.variant not in _VARIANTS:
@@ -102,6 +105,11 @@ class ModelSpec:
                 f"patch size {self.patch_size} does not divide image size {self.image_size}; "
                 f"choose a patch size that divides {self.image_size} (e.g. "
                 f"{', '.join(str(d) for d in divisors[:6])})"
+            )
+        if self.invariance_group is not None and self.invariance_group not in INVARIANCE_GROUPS:
+            raise PatchveilError(
+                f"unknown invariance group {self.invariance_group!r}; choose one of "
+                f"{', '.join(INVARIANCE_GROUPS)}"
             )
         dims = self.dims
         if dims.embed_dim % dims.num_heads:
@@ -151,6 +159,7 @@ class ModelSpec:
                         ("embed_dim", int),
                         ("num_heads", int),
                         ("mlp_ratio", float),
+                        ("invariance_group", str),
                     )
                     if data.get(name) is not None
                 },
@@ -183,6 +192,27 @@ def _timm_vit(spec: ModelSpec, **variant_args: Any) -> VisionTransformer:
 def standard(spec: ModelSpec) -> VisionTransformer:
     """Learned position embedding and a class token; classifies from the class token."""
     return _timm_vit(spec, class_token=True, pos_embed="learn", global_pool="token")
+
+
+@register_variant("invariant")
+def invariant(spec: ModelSpec) -> VisionTransformer:
+    """Position-free, with a patch embedding exactly invariant to a group acting inside every
+    patch (orbit pooling): the same output under any block order and any per-block group
+    element, so it needs no key and no retraining for a new key."""
+    group = spec.invariance_group or "np_cs"
+
+    def embed(**kwargs: Any) -> OrbitPatchEmbed:
+        return OrbitPatchEmbed(
+            img_size=spec.image_size,
+            patch_size=spec.patch_size,
+            in_chans=spec.in_chans,
+            embed_dim=kwargs["embed_dim"],
+            group=group,
+        )
+
+    return _timm_vit(
+        spec, class_token=False, pos_embed="none", global_pool="avg", embed_layer=embed
+    )
 
 
 @register_variant("position_free")
