@@ -102,6 +102,23 @@ def cmd_ciphers(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_split(args: argparse.Namespace) -> int:
+    from patchveil.tenants.loaders import load_source
+    from patchveil.tenants.split import split_among_tenants, write_tenant_sources
+
+    if args.out.exists() and any(args.out.iterdir()):
+        raise PatchveilError(f"output folder {args.out} exists and is not empty")
+    data = load_source(args.source, args.split)
+    tenant_ids = [f"{args.prefix}{index + 1}" for index in range(args.tenants)]
+    parts = split_among_tenants(data, tenant_ids, args.dirichlet, args.seed)
+    paths = write_tenant_sources(
+        parts, args.out, dirichlet_alpha=args.dirichlet, seed=args.seed, source=str(args.source)
+    )
+    for tenant_id, path in paths.items():
+        print(f"{tenant_id}: {len(parts[tenant_id])} images → {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="patchveil",
@@ -148,6 +165,19 @@ def build_parser() -> argparse.ArgumentParser:
     ciphers.add_argument("--block-size", type=int, default=4)
     ciphers.add_argument("--image-size", type=int, default=32)
     ciphers.set_defaults(handler=cmd_ciphers)
+    data = commands.add_parser("data", help="prepare source data for tenants")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    split = data_commands.add_parser("split", help="split a labelled source into tenant folders")
+    split.add_argument("--source", required=True, type=Path, help="CIFAR dir, image folder, .npz")
+    split.add_argument("--tenants", required=True, type=int, help="number of tenants")
+    split.add_argument(
+        "--dirichlet", type=float, help="non-IID: Dirichlet alpha per class (default: IID)"
+    )
+    split.add_argument("--split", default="train", help="which split of the source (train/test)")
+    split.add_argument("--seed", type=int, default=0)
+    split.add_argument("--prefix", default="tenant-", help="tenant ids are PREFIX1..PREFIXn")
+    split.add_argument("--out", required=True, type=Path)
+    split.set_defaults(handler=cmd_data_split)
     return parser
 
 

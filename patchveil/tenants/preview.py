@@ -38,3 +38,20 @@ def labelled_grid(
     for c, title in enumerate(column_titles):
         draw.text((4 + c * cell, 3), title, fill="black")
     return np.concatenate([np.asarray(header), body], axis=0)
+
+
+def cipher_gallery(images: np.ndarray, block_size: int) -> tuple[np.ndarray, list[str]]:
+    """Plain images beside their encryption under a fresh key of every registered cipher."""
+    from patchveil.tenants.ciphers import available_ciphers, create_cipher
+    from patchveil.tenants.keys import CipherSpec, Key
+
+    names = [name for name in available_ciphers() if name != "plain"]
+    columns = [images]
+    for name in names:
+        cipher = create_cipher(
+            Key.generate("gallery", CipherSpec(name, block_size, images.shape[1]))
+        )
+        nonces = np.arange(len(images)) if cipher.per_image else None
+        columns.append(cipher.encrypt(images, nonces))
+    rows = [[column[index] for column in columns] for index in range(len(images))]
+    return labelled_grid(rows, ["plain", *names], target_width=96), ["plain", *names]
