@@ -119,6 +119,13 @@ def cmd_data_split(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_paper_table(args: argparse.Namespace) -> int:
+    from patchveil.experiments.paper_table import run
+
+    run(args)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="patchveil",
@@ -178,6 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--prefix", default="tenant-", help="tenant ids are PREFIX1..PREFIXn")
     split.add_argument("--out", required=True, type=Path)
     split.set_defaults(handler=cmd_data_split)
+
+    experiment = commands.add_parser("experiment", help="reproducible experiments (bench/results)")
+    experiments = experiment.add_subparsers(dest="experiment", required=True, metavar="NAME")
+    paper = experiments.add_parser("paper-table", help="the seed paper's accuracy table")
+    from patchveil.experiments.options import add_paper_table_arguments
+
+    add_paper_table_arguments(paper)
+    paper.set_defaults(handler=cmd_paper_table)
     return parser
 
 

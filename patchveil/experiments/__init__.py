@@ -1,0 +1,1 @@
+"""Reproducible experiments that play every role at once (all tenants and the platform)."""

@@ -1,0 +1,22 @@
+"""Command-line options of the experiments, kept free of torch so `patchveil --help` is fast."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+RESULTS = Path("bench/results")
+
+
+def add_paper_table_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--size", default="cpu", help="model size (cpu, tiny, small, base, test)")
+    parser.add_argument("--block-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--tenants", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rows", nargs="*", help="only these rows (default: all)")
+    parser.add_argument("--limit", type=int, help="use only this many training images (smoke runs)")
+    parser.add_argument("--gpu", action="store_true", help="train on CUDA")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--data", type=Path, help="CIFAR-10 folder (default: the shared subset)")

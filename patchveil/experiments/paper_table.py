@@ -1,0 +1,353 @@
+"""The seed paper's table on our stack: one model per row, same budget, same tenant split.
+
+Run: `patchveil experiment paper-table --epochs 10` (or `python bench/paper_table.py ...`).
+Writes bench/results/paper_table.{md,json,png} with the command, commit, machine and date.
+
+The experiment plays every tenant (it generates each tenant's key and encrypts that tenant's
+share of the training images), then trains the platform's model on the ciphertexts with the same
+loop Ray Train runs (`patchveil.models.training`), in one process so that rows are comparable.
+Test images are never used for any choice: per-epoch validation uses a held-out 10% of each
+tenant's training share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from patchveil.experiments.options import add_paper_table_arguments
+from patchveil.models.augment import AugmentConfig
+from patchveil.models.training import (
+    TrainConfig,
+    accuracy,
+    build_optimizer,
+    in_memory_batches,
+    pick_device,
+    train_one_epoch,
+    warmup_cosine,
+)
+from patchveil.models.vit import ModelSpec, create_vit_from_spec
+from patchveil.reporting import provenance, provenance_markdown, write_json, write_text
+from patchveil.tenants.ciphers import create_cipher, key_space_bits
+from patchveil.tenants.ciphers.base import Cipher
+from patchveil.tenants.keys import CipherSpec, Key
+from patchveil.tenants.loaders import LabeledImages, default_cifar_dir, load_cifar
+from patchveil.tenants.split import holdout_split, split_among_tenants
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: a cipher, how keys are shared, and the model that learns it."""
+
+    name: str
+    cipher: str
+    variant: str
+    keys: str  # "independent", "shared"
+    params: tuple[tuple[str, Any], ...] = ()
+    invariance_group: str | None = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    note: str = ""
+
+
+ROWS = (
+    Row("plain", "plain", "standard", "shared", note="upper reference"),
+    Row(
+        "plain_position_free",
+        "plain",
+        "position_free",
+        "shared",
+        note="cost of no position embedding",
+    ),
+    Row(
+        "conventional_shared_key", "conventional", "standard", "shared", note="needs key management"
+    ),
+    Row(
+        "conventional_independent_keys",
+        "conventional",
+        "standard",
+        "independent",
+        note="the failure the paper fixes",
+    ),
+    Row(
+        "restricted_independent_keys",
+        "restricted",
+        "standard",
+        "independent",
+        note="key-management-free family",
+    ),
+    Row(
+        "invariant_independent_keys",
+        "invariant",
+        "position_free",
+        "independent",
+        note="full BS + restricted PS/NP",
+    ),
+    Row(
+        "disposable_keys",
+        "disposable",
+        "invariant",
+        "independent",
+        params=(("group", "np_cs"),),
+        invariance_group="np_cs",
+        note="fresh key per image; orbit-invariant embedding",
+    ),
+    Row(
+        "disposable_keys_np",
+        "disposable",
+        "invariant",
+        "independent",
+        params=(("group", "np"),),
+        invariance_group="np",
+        note="as above, group = negative–positive only",
+    ),
+)
+
+
+@dataclass
+class TenantShare:
+    tenant_id: str
+    cipher: Cipher
+    train: LabeledImages
+    validation: LabeledImages
+    test: LabeledImages
+    nonce_base: int
+
+
+def encrypt(cipher: Cipher, images: np.ndarray, nonce_base: int) -> np.ndarray:
+    """Encrypt as the tenant does; per-image ciphers get distinct nonces."""
+    nonces = nonce_base + np.arange(len(images), dtype=np.int64)
+    return cipher.encrypt(images, nonces if cipher.per_image else None)
+
+
+def make_keys(row: Row, tenants: int, block_size: int, image_size: int) -> list[Cipher]:
+    """One cipher per tenant plus one fresh key (the last), as the row's key policy says."""
+    spec = CipherSpec(row.cipher, block_size, image_size, row.params)
+    if row.keys == "shared":
+        shared = create_cipher(Key.generate("shared", spec))
+        return [shared] * tenants + [create_cipher(Key.generate("fresh", spec))]
+    return [create_cipher(Key.generate(f"tenant-{t}", spec)) for t in range(tenants + 1)]
+
+
+def run_row(
+    row: Row,
+    shares: list[tuple[LabeledImages, LabeledImages, LabeledImages]],
+    test: LabeledImages,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    torch.manual_seed(args.seed)
+    image_size = test.images.shape[1]
+    ciphers = make_keys(row, len(shares), args.block_size, image_size)
+    fresh = ciphers[-1]
+    # Each tenant encrypts its own share (training, validation, test) with its own key.
+    train_images, train_labels, groups, validation = [], [], [], []
+    for index, ((train, held_out, _tenant_test), cipher) in enumerate(
+        zip(shares, ciphers, strict=False)
+    ):
+        base = 10_000_000 * (index + 1)
+        train_images.append(encrypt(cipher, train.images, base))
+        train_labels.append(train.labels)
+        groups.append(np.full(len(train), index))
+        validation.append((encrypt(cipher, held_out.images, base + 1_000_000), held_out.labels))
+    images = np.concatenate(train_images)
+    labels = np.concatenate(train_labels)
+    group = np.concatenate(groups)
+
+    spec = ModelSpec(
+        variant=row.variant,
+        size=args.size,
+        image_size=image_size,
+        patch_size=args.block_size,
+        num_classes=10,
+        invariance_group=row.invariance_group,
+    )
+    model = create_vit_from_spec(spec)
+    device = pick_device(args.gpu)
+    model.to(device)
+    config = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, augment=row.augment
+    )
+    optimizer = build_optimizer(model, config)
+    steps = -(-len(images) // config.batch_size)
+    scheduler = warmup_cosine(optimizer, steps * config.epochs, int(steps * config.warmup_epochs))
+    numpy_generator = np.random.default_rng(args.seed)
+    torch_generator = torch.Generator().manual_seed(args.seed)
+    history = []
+    start = time.perf_counter()
+    for epoch in range(config.epochs):
+        stats = train_one_epoch(
+            model,
+            in_memory_batches(images, labels, group, config.batch_size, numpy_generator),
+            optimizer,
+            scheduler,
+            config,
+            10,
+            args.block_size,
+            device,
+            torch_generator,
+        )
+        validation_accuracy = float(np.mean([accuracy(model, x, y, device) for x, y in validation]))
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": stats.loss,
+                "validation_accuracy": validation_accuracy,
+            }
+        )
+        print(
+            f"  [{row.name}] epoch {epoch + 1}/{config.epochs} loss {stats.loss:.3f} "
+            f"validation {validation_accuracy:.3f} ({stats.seconds:.0f} s)",
+            flush=True,
+        )
+    train_seconds = time.perf_counter() - start
+
+    tenant_count = len(shares)
+    own, cross = [], []
+    for index, (_, _, tenant_test) in enumerate(shares):
+        base = 50_000_000 * (index + 1)
+        own.append(
+            accuracy(
+                model, encrypt(ciphers[index], tenant_test.images, base), tenant_test.labels, device
+            )
+        )
+        neighbour = ciphers[(index + 1) % tenant_count]
+        cross.append(
+            accuracy(
+                model, encrypt(neighbour, tenant_test.images, base + 1), tenant_test.labels, device
+            )
+        )
+    return {
+        "name": row.name,
+        "cipher": row.cipher,
+        "params": dict(row.params),
+        "model_variant": row.variant,
+        "keys": row.keys,
+        "note": row.note,
+        "own_key_accuracy": float(np.mean(own)),
+        "fresh_key_accuracy": accuracy(
+            model, encrypt(fresh, test.images, 90_000_000), test.labels, device
+        ),
+        "plain_accuracy": accuracy(model, test.images, test.labels, device),
+        "cross_tenant_accuracy": float(np.mean(cross)),
+        "key_space_bits": key_space_bits(
+            CipherSpec(row.cipher, args.block_size, image_size, row.params)
+        ),
+        "train_seconds": train_seconds,
+        "history": history,
+    }
+
+
+def markdown(payload: dict[str, Any]) -> str:
+    lines = [
+        "# Paper table: one shared ViT, tenants with their own keys",
+        "",
+        provenance_markdown(payload),
+        f"Data: {payload['data']}. Budget: {payload['epochs']} epochs, model size "
+        f"`{payload['size']}`, block = patch size {payload['block_size']}, batch "
+        f"{payload['batch_size']}, seed {payload['seed']}, no augmentation unless the row says.",
+        "",
+        "| row | cipher | model | own key | fresh key | plain | cross-tenant | key space (bits) | train s |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in payload["rows"]:
+        lines.append(
+            f"| {row['name']} | {row['cipher']} | {row['model_variant']} | "
+            f"{100 * row['own_key_accuracy']:.1f}% | {100 * row['fresh_key_accuracy']:.1f}% | "
+            f"{100 * row['plain_accuracy']:.1f}% | {100 * row['cross_tenant_accuracy']:.1f}% | "
+            f"{row['key_space_bits']:.0f} | {row['train_seconds']:.0f} |"
+        )
+    lines += [
+        "",
+        "Own key: each tenant's test images under its own key (mean over tenants). Fresh key: the",
+        "test images under a key made after training (a new tenant, or a rotated key, without",
+        "retraining). Cross-tenant: tenant t's test images under tenant t+1's key. Key space",
+        "counts distinct transforms and is not a security claim.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def chart(payload: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = payload["rows"]
+    names = [row["name"] for row in rows]
+    metrics = [
+        ("own_key_accuracy", "own key"),
+        ("fresh_key_accuracy", "fresh key"),
+        ("plain_accuracy", "plain"),
+    ]
+    positions = np.arange(len(rows))
+    figure, axes = plt.subplots(figsize=(11, 4.5))
+    for offset, (metric, label) in enumerate(metrics):
+        axes.bar(
+            positions + (offset - 1) * 0.27, [100 * row[metric] for row in rows], 0.27, label=label
+        )
+    axes.set_xticks(positions, names, rotation=25, ha="right", fontsize=8)
+    axes.set_ylabel("test accuracy (%)")
+    axes.axhline(10, color="grey", linestyle=":", linewidth=1)
+    axes.set_title(
+        f"{payload['epochs']} epochs, {payload['size']} ViT, commit {payload['commit'][:10]}"
+    )
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    folder = args.data or default_cifar_dir()
+    if folder is None:
+        sys.exit("paper_table: no CIFAR-10 folder found; pass --data DIR")
+    train_all = load_cifar(folder, "train")
+    test = load_cifar(folder, "test")
+    if args.limit:
+        train_all = train_all.subset(np.arange(min(args.limit, len(train_all))))
+    tenant_ids = [f"tenant-{t}" for t in range(args.tenants)]
+    parts = split_among_tenants(train_all, tenant_ids, None, args.seed)
+    test_parts = split_among_tenants(test, tenant_ids, None, args.seed + 1)
+    shares = []
+    for tenant_id in tenant_ids:
+        train, held_out = holdout_split(parts[tenant_id], 0.1, args.seed)
+        shares.append((train, held_out, test_parts[tenant_id]))
+    rows = [row for row in ROWS if not args.rows or row.name in args.rows]
+    results = []
+    for row in rows:
+        print(f"row {row.name}: {row.cipher} / {row.variant} / {row.keys} keys", flush=True)
+        results.append(run_row(row, shares, test, args))
+    payload = {
+        **provenance(),
+        "data": f"CIFAR-10 at {folder.name}: {len(train_all)} training images split IID over "
+        f"{args.tenants} tenants (10% of each held out for validation), {len(test)} test images",
+        "epochs": args.epochs,
+        "size": args.size,
+        "block_size": args.block_size,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "rows": results,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json(args.out / "paper_table.json", payload)
+    write_text(args.out / "paper_table.md", markdown(payload))
+    chart(payload, args.out / "paper_table.png")
+    print(markdown(payload))
+    return payload
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_paper_table_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
