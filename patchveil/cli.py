@@ -7,8 +7,12 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from patchveil.errors import PatchveilError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -49,8 +53,27 @@ def cmd_keys(args: argparse.Namespace) -> int:
         store.retire(args.tenant, args.version)
         print(f"tenant {args.tenant}: key version {args.version} retired (secret destroyed)")
     else:
-        print(json.dumps(store.describe(args.tenant), indent=2))
+        versions = store.describe(args.tenant)
+        if not versions:
+            raise PatchveilError(
+                f"no key for tenant {args.tenant!r} in key store {args.store}; create one with "
+                "`patchveil keygen`"
+            )
+        print(json.dumps(versions, indent=2))
     return 0
+
+
+def _nonces(per_image: bool, count: int) -> np.ndarray | None:
+    """A per-image cipher's nonces on the command line: each image's index in its input.
+
+    The index is the image's position in the `.npy` batch, or in the folder's files sorted by
+    name (0 for a single image file); decryption must see the images in the same order.
+    """
+    if not per_image:
+        return None
+    import numpy as np
+
+    return np.arange(count, dtype=np.int64)
 
 
 def _crypt(args: argparse.Namespace, decrypt: bool) -> int:
@@ -60,7 +83,11 @@ def _crypt(args: argparse.Namespace, decrypt: bool) -> int:
     tenant = Tenant(args.tenant, args.store)
     batch = read_images(args.input)
     cipher = tenant.cipher(args.key_version)
-    result = cipher.decrypt(batch.images) if decrypt else cipher.encrypt(batch.images)
+    nonces = _nonces(cipher.per_image, len(batch.images))
+    if decrypt:
+        result = cipher.decrypt(batch.images, nonces)
+    else:
+        result = cipher.encrypt(batch.images, nonces)
     write_images(args.output, batch, result)
     verb = "decrypted" if decrypt else "encrypted"
     print(f"{verb} {len(result)} image(s) with key version {cipher.key_version} → {args.output}")
@@ -80,10 +107,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     from patchveil.tenants.imageio import read_images, write_png
     from patchveil.tenants.preview import labelled_grid
 
+    if args.limit < 1:
+        raise PatchveilError(f"--limit must be at least 1, got {args.limit}")
     tenant = Tenant(args.tenant, args.store)
     images = read_images(args.input).images[: args.limit]
     cipher = tenant.cipher(args.key_version)
-    encrypted = cipher.encrypt(images)
+    encrypted = cipher.encrypt(images, _nonces(cipher.per_image, len(images)))
     rows = [[plain, secret] for plain, secret in zip(images, encrypted, strict=True)]
     write_png(args.output, labelled_grid(rows, ["plain", f"{cipher.spec.name}"]))
     print(f"wrote {args.output}")
@@ -94,10 +123,14 @@ def cmd_ciphers(args: argparse.Namespace) -> int:
     from patchveil.tenants.ciphers import available_ciphers, cipher_class, key_space_bits
     from patchveil.tenants.keys import CipherSpec
 
+    # Every size first: a bad geometry must fail before half a table is printed.
+    bits = {
+        name: key_space_bits(CipherSpec(name, args.block_size, args.image_size))
+        for name in available_ciphers()
+    }
     print(f"{'cipher':<14}{'key space (bits)':>18}  description")
-    for name in available_ciphers():
-        bits = key_space_bits(CipherSpec(name, args.block_size, args.image_size))
-        print(f"{name:<14}{bits:>18.1f}  {cipher_class(name).summary}")
+    for name, size in bits.items():
+        print(f"{name:<14}{size:>18.1f}  {cipher_class(name).summary}")
     print("Key-space size counts distinct transforms; it is not a security claim.")
     return 0
 
@@ -153,7 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
         ("encrypt", cmd_encrypt, "encrypt"),
         ("decrypt", cmd_decrypt, "decrypt"),
     ):
-        sub = commands.add_parser(name, help=f"{verb} a .npy batch, an image or a folder of images")
+        sub = commands.add_parser(
+            name,
+            help=f"{verb} a .npy batch, an image or a folder of images",
+            description=f"{verb.capitalize()} a .npy batch, an image or a folder of images. A "
+            "per-image cipher (disposable) uses each image's index as its nonce: its place in "
+            "the .npy batch or in the folder's files sorted by name (0 for one image file), so "
+            "decrypt the ciphertext as a whole, in the same order.",
+        )
         _store_args(sub)
         sub.add_argument("--in", dest="input", required=True, type=Path)
         sub.add_argument("--out", dest="output", required=True, type=Path)
@@ -202,6 +242,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except PatchveilError as error:
         print(f"patchveil: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        # The file system refused (output is a folder, permission denied, disk full): the
+        # user's to fix, so one line as well, not a traceback.
+        where = f": {error.filename}" if error.filename else ""
+        print(f"patchveil: error: {error.strerror or error}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("patchveil: interrupted", file=sys.stderr)

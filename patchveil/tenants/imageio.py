@@ -78,11 +78,23 @@ def write_images(path: Path | str, batch: ImageBatch, images: np.ndarray) -> Non
         return
     if path.exists() and any(path.iterdir()):
         raise PatchveilError(f"output folder {path} exists and is not empty")
+    # Every output is a PNG named after its input; two inputs sharing a stem (a.jpg, a.png)
+    # would silently become one file.
+    outputs = [Path(name).stem + ".png" for name in batch.names]
+    clashes = sorted(name for name in set(outputs) if outputs.count(name) > 1)
+    if clashes:
+        sources = sorted(
+            name for name, out in zip(batch.names, outputs, strict=True) if out in clashes
+        )
+        raise ImageFormatError(
+            f"input images {', '.join(sources)} would all be written as {', '.join(clashes)}; "
+            "rename them so that no two share a name before the suffix"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        for name, image in zip(batch.names, images, strict=True):
-            write_png(staging / (Path(name).stem + ".png"), image)
+        for output, image in zip(outputs, images, strict=True):
+            write_png(staging / output, image)
         if path.exists():
             path.rmdir()
         os.replace(staging, path)
