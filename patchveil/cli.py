@@ -14,6 +14,8 @@ from patchveil.errors import PatchveilError
 if TYPE_CHECKING:
     import numpy as np
 
+    from patchveil.tenants.client import Tenant
+
 Handler = Callable[[argparse.Namespace], int]
 
 
@@ -63,17 +65,23 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
-def _nonces(per_image: bool, count: int) -> np.ndarray | None:
-    """A per-image cipher's nonces on the command line: each image's index in its input.
-
-    The index is the image's position in the `.npy` batch, or in the folder's files sorted by
-    name (0 for a single image file); decryption must see the images in the same order.
-    """
+def _nonces(
+    tenant: Tenant, per_image: bool, count: int, first_nonce: int | None, decrypt: bool
+) -> np.ndarray | None:
+    """Nonces for a per-image cipher: fresh ones from the tenant's counter when encrypting,
+    the range the encryption printed (`--first-nonce`) when decrypting."""
     if not per_image:
         return None
     import numpy as np
 
-    return np.arange(count, dtype=np.int64)
+    if first_nonce is None:
+        if decrypt:
+            raise PatchveilError(
+                "this key's cipher draws a fresh transform per image: pass --first-nonce, as "
+                "printed when the images were encrypted"
+            )
+        first_nonce = tenant.store.reserve_nonces(tenant.tenant_id, count)
+    return np.arange(first_nonce, first_nonce + count, dtype=np.int64)
 
 
 def _crypt(args: argparse.Namespace, decrypt: bool) -> int:
@@ -83,7 +91,8 @@ def _crypt(args: argparse.Namespace, decrypt: bool) -> int:
     tenant = Tenant(args.tenant, args.store)
     batch = read_images(args.input)
     cipher = tenant.cipher(args.key_version)
-    nonces = _nonces(cipher.per_image, len(batch.images))
+    cipher.check_images(batch.images)  # a bad input fails before any nonce is reserved
+    nonces = _nonces(tenant, cipher.per_image, len(batch.images), args.first_nonce, decrypt)
     if decrypt:
         result = cipher.decrypt(batch.images, nonces)
     else:
@@ -91,6 +100,8 @@ def _crypt(args: argparse.Namespace, decrypt: bool) -> int:
     write_images(args.output, batch, result)
     verb = "decrypted" if decrypt else "encrypted"
     print(f"{verb} {len(result)} image(s) with key version {cipher.key_version} → {args.output}")
+    if nonces is not None and not decrypt:
+        print(f"per-image nonces {nonces[0]}..{nonces[-1]}: decrypt with --first-nonce {nonces[0]}")
     return 0
 
 
@@ -112,10 +123,14 @@ def cmd_show(args: argparse.Namespace) -> int:
     tenant = Tenant(args.tenant, args.store)
     images = read_images(args.input).images[: args.limit]
     cipher = tenant.cipher(args.key_version)
-    encrypted = cipher.encrypt(images, _nonces(cipher.per_image, len(images)))
+    cipher.check_images(images)
+    nonces = _nonces(tenant, cipher.per_image, len(images), args.first_nonce, False)
+    encrypted = cipher.encrypt(images, nonces)
     rows = [[plain, secret] for plain, secret in zip(images, encrypted, strict=True)]
     write_png(args.output, labelled_grid(rows, ["plain", f"{cipher.spec.name}"]))
     print(f"wrote {args.output}")
+    if nonces is not None:
+        print(f"per-image nonces {nonces[0]}..{nonces[-1]}: --first-nonce {nonces[0]}")
     return 0
 
 
@@ -190,14 +205,17 @@ def build_parser() -> argparse.ArgumentParser:
             name,
             help=f"{verb} a .npy batch, an image or a folder of images",
             description=f"{verb.capitalize()} a .npy batch, an image or a folder of images. A "
-            "per-image cipher (disposable) uses each image's index as its nonce: its place in "
-            "the .npy batch or in the folder's files sorted by name (0 for one image file), so "
-            "decrypt the ciphertext as a whole, in the same order.",
+            "per-image cipher (disposable) takes one nonce per image, in input order (the "
+            ".npy batch, or the folder's files sorted by name): encrypt reserves fresh ones from "
+            "the tenant's key store and prints the first; decrypt needs it as --first-nonce.",
         )
         _store_args(sub)
         sub.add_argument("--in", dest="input", required=True, type=Path)
         sub.add_argument("--out", dest="output", required=True, type=Path)
         sub.add_argument("--key-version", type=int, help="default: the newest active version")
+        sub.add_argument(
+            "--first-nonce", type=int, help="per-image ciphers: the first nonce of the batch"
+        )
         sub.set_defaults(handler=handler)
 
     show = commands.add_parser("show", help="write plain and encrypted images side by side")
@@ -206,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--out", dest="output", required=True, type=Path)
     show.add_argument("--key-version", type=int)
     show.add_argument("--limit", type=int, default=8, help="at most this many images")
+    show.add_argument("--first-nonce", type=int, help="per-image ciphers: the first nonce")
     show.set_defaults(handler=cmd_show)
 
     ciphers = commands.add_parser("ciphers", help="list the ciphers and their key-space sizes")

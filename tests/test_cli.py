@@ -304,13 +304,20 @@ def test_encrypt_then_decrypt_gives_back_the_exact_images(
 
     key = store.keys[tenant_id]
     cipher = create_cipher(key)
-    # The documented nonce of a per-image cipher is the image's index in its input.
-    nonces = np.arange(len(plain)) if cipher.per_image else None
+    # A per-image cipher reserves fresh nonces from the tenant's store and prints the first.
+    nonce_args: list[str] = []
+    nonces = None
+    if cipher.per_image:
+        first = int(encrypted.out.split("--first-nonce ")[1].split()[0])
+        nonces = np.arange(first, first + len(plain))
+        nonce_args = ["--first-nonce", str(first)]
     assert np.array_equal(ciphertext, cipher.encrypt(plain, nonces))
     if kind != "png":  # images 0 and 2 are equal: only a per-image cipher tells them apart
         assert np.array_equal(ciphertext[0], ciphertext[2]) == (not cipher.per_image)
 
-    decrypted = run(capsys, "decrypt", *tenant, "--in", cipher_path, "--out", back_path)
+    decrypted = run(
+        capsys, "decrypt", *tenant, "--in", cipher_path, "--out", back_path, *nonce_args
+    )
     assert decrypted.code == 0, decrypted
     assert np.array_equal(read_pixels(back_path), plain)
     if kind == "npy":
@@ -577,7 +584,11 @@ def test_show_writes_plain_and_encrypted_side_by_side(
     # 160-pixel cells (16 × 10) with 4-pixel gaps: 2 columns, 2 rows (--limit), 18-pixel titles.
     assert grid.shape == (18 + 2 * 164 + 4, 2 * 164 + 4, 3)
     cipher = create_cipher(store.keys[tenant_id])
-    encrypted = cipher.encrypt(images[:2], np.arange(2) if cipher.per_image else None)
+    nonces = None
+    if cipher.per_image:
+        first = int(outcome.out.split("--first-nonce ")[1].split()[0])
+        nonces = np.arange(first, first + 2)
+    encrypted = cipher.encrypt(images[:2], nonces)
     for row in range(2):
         top = 18 + 4 + row * 164
         assert np.array_equal(grid[top : top + 160, 4:164], upscale(images[row], 10))
@@ -706,8 +717,18 @@ def test_logs_hold_no_key_material(
         tenant = store_args(store.root, tenant_id)
         cipher_path, back_path = tmp_path / f"{tenant_id}.npy", tmp_path / f"{tenant_id}-back.npy"
         for argv in (
-            ["encrypt", *tenant, "--in", tmp_path / "plain.npy", "--out", cipher_path],
-            ["decrypt", *tenant, "--in", cipher_path, "--out", back_path],
+            # An explicit nonce range works for every cipher (ignored by static ones).
+            [
+                "encrypt",
+                *tenant,
+                "--in",
+                tmp_path / "plain.npy",
+                "--out",
+                cipher_path,
+                "--first-nonce",
+                "0",
+            ],
+            ["decrypt", *tenant, "--in", cipher_path, "--out", back_path, "--first-nonce", "0"],
             ["show", *tenant, "--in", tmp_path / "plain.npy", "--out", tmp_path / "grid.png"],
             ["keys", "list", *tenant],
             ["encrypt", *tenant, "--in", tmp_path / "nowhere.npy", "--out", tmp_path / "x.npy"],
@@ -752,7 +773,13 @@ def test_the_command_in_a_real_process(tmp_path: Path, images: np.ndarray) -> No
     )
     assert encrypted.returncode == 0, encrypted.stderr
     decrypted = patchveil(
-        "decrypt", *tenant, "--in", tmp_path / "c.png", "--out", tmp_path / "p.png"
+        "decrypt",
+        *tenant,
+        "--in",
+        tmp_path / "c.png",
+        "--out",
+        tmp_path / "p.png",
+        *("--first-nonce", encrypted.stdout.split("--first-nonce ")[1].split()[0]),
     )
     assert decrypted.returncode == 0, decrypted.stderr
     assert np.array_equal(read_pixels(tmp_path / "p.png")[0], images[0])

@@ -15,6 +15,7 @@ the key unreadable instead of silently changing the cipher.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import re
@@ -258,6 +259,28 @@ class KeyStore:
             created_at=metadata["created_at"],
             _secret=secret,
         )
+
+    def reserve_nonces(self, tenant_id: str, count: int) -> int:
+        """Reserve `count` fresh per-image nonces for the tenant; returns the first one.
+
+        Per-image ciphers must never reuse a nonce under one key (two images would share a
+        transform). The counter lives in the tenant's own store and only moves forward; a lock
+        file serialises concurrent reservations.
+        """
+        if count < 0:
+            raise KeyStoreError(f"cannot reserve {count} nonces")
+        folder = self._tenant_dir(tenant_id)
+        if not self.versions(tenant_id):
+            raise KeyStoreError(f"no key for tenant {tenant_id!r} in key store {self.root}")
+        counter = folder / "nonces.json"
+        with open(folder / ".nonces.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                first = int(json.loads(counter.read_text())["next"]) if counter.exists() else 0
+            except (OSError, ValueError, KeyError, TypeError):
+                raise KeyStoreError(f"nonce counter {counter} is corrupt") from None
+            write_bytes_atomic(counter, json.dumps({"next": first + count}).encode(), mode=0o600)
+        return first
 
     def describe(self, tenant_id: str) -> list[dict[str, Any]]:
         """Metadata and status of every version (no secrets)."""
