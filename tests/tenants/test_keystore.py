@@ -424,3 +424,22 @@ def test_the_helper_finds_a_planted_secret(tmp_path: Path) -> None:
     assert_no_key_material(key, [b"", "nothing here", clean, np.zeros(64, dtype=np.uint8)])
     with pytest.raises(FileNotFoundError):
         assert_no_key_material(key, tmp_path / "missing")
+
+
+def test_nonce_reservations_never_overlap(root: Path) -> None:
+    store = KeyStore(root)
+    store.create("acme", SPEC)
+    first = store.reserve_nonces("acme", 5)
+    second = KeyStore(root).reserve_nonces("acme", 3)
+    assert (first, second) == (0, 5)
+    assert store.reserve_nonces("acme", 0) == 8
+
+
+def test_nonces_need_a_key_and_a_sound_counter(root: Path) -> None:
+    store = KeyStore(root)
+    with pytest.raises(KeyStoreError, match="no key"):
+        store.reserve_nonces("acme", 1)
+    store.create("acme", SPEC)
+    (root / "acme" / "nonces.json").write_text("{broken")
+    with pytest.raises(KeyStoreError, match="corrupt"):
+        store.reserve_nonces("acme", 1)
