@@ -15,6 +15,9 @@ from pathlib import Path
 
 from patchveil.errors import PatchveilError
 
+# The Ray namespace of every named actor (tenant actors, serve apps) of the platform.
+RAY_NAMESPACE = "patchveil"
+
 HOME_ENV = "PATCHVEIL_HOME"
 DATASET_ROOT_ENV = "PATCHVEIL_DATASET_ROOT"
 REGISTRY_URL_ENV = "PATCHVEIL_REGISTRY_URL"

@@ -1,8 +1,9 @@
-"""Session-wide fixtures: one local Ray instance, started only by tests that ask for it."""
+"""Session-wide fixtures: one local Ray and one Prefect test harness, each started on first use."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,11 +11,43 @@ import pytest
 
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[Any]:
-    """A small local Ray (2 CPUs, no dashboard), started on first use and shut down at the end."""
+    """A small local Ray (4 logical CPUs, no dashboard), started on first use, shut down at the end.
+
+    Logical CPUs are scheduling slots, not cores: tenant actors hold 0.25 each, and Ray Data
+    reads still find a free slot beside them.
+    """
     ray = pytest.importorskip("ray")
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     yield ray
     if started_here:
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+    """Prefect's test harness (ephemeral API server, temporary SQLite), once per session.
+
+    PREFECT_HOME and local result storage live in a temporary folder. Yields the folders Prefect
+    writes to, `home` and `database`, so tests can search them.
+    """
+    pytest.importorskip("prefect")
+    from prefect.settings import (
+        PREFECT_HOME,
+        PREFECT_LOCAL_STORAGE_PATH,
+        PREFECT_SERVER_ANALYTICS_ENABLED,
+        PREFECT_SERVER_DATABASE_CONNECTION_URL,
+        temporary_settings,
+    )
+    from prefect.testing.utilities import prefect_test_harness
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    updates = {
+        PREFECT_HOME: home,
+        PREFECT_LOCAL_STORAGE_PATH: home / "storage",
+        PREFECT_SERVER_ANALYTICS_ENABLED: False,
+    }
+    with temporary_settings(updates=updates), prefect_test_harness(server_startup_timeout=90):
+        database_url = PREFECT_SERVER_DATABASE_CONNECTION_URL.value()
+        yield {"home": home, "database": Path(database_url.partition(":///")[2]).parent}

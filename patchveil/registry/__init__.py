@@ -6,13 +6,16 @@ from patchveil.registry.models import (
     ModelVersion,
     Shard,
     Tenant,
+    TenantSource,
 )
 from patchveil.registry.registry import (
     DatasetVersionRecord,
     ModelVersionRecord,
+    NewSource,
     Registry,
     RegistryError,
     ShardRecord,
+    SourceRecord,
     TenantRecord,
     UnknownTenantError,
 )
@@ -23,11 +26,14 @@ __all__ = [
     "DatasetVersionRow",
     "ModelVersion",
     "ModelVersionRecord",
+    "NewSource",
     "Registry",
     "RegistryError",
     "Shard",
     "ShardRecord",
+    "SourceRecord",
     "Tenant",
     "TenantRecord",
+    "TenantSource",
     "UnknownTenantError",
 ]

@@ -87,6 +87,33 @@ class Shard(Base):
     dataset_version: Mapped[DatasetVersionRow] = relationship(back_populates="shards")
 
 
+class TenantSource(Base):
+    """A batch of a tenant's images that entered a dataset version: a fingerprint, never pixels.
+
+    It makes onboarding idempotent (the same images twice are recognised) and hands out the
+    tenant-local image indices (sample ids and per-image nonces) without reusing one.
+    """
+
+    __tablename__ = "tenant_sources"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "fingerprint", name="tenant_source_fingerprint"),
+        CheckConstraint("images > 0 AND first_index >= 0", name="tenant_source_indices"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(2048))
+    images: Mapped[int] = mapped_column(BigInteger)
+    first_index: Mapped[int] = mapped_column(BigInteger)
+    class_names: Mapped[list[str]] = mapped_column(JSON)
+    dataset_version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+    dataset_version: Mapped[DatasetVersionRow] = relationship()
+
+
 class ModelVersion(Base):
     """A trained model: which dataset version it saw, its model card and checkpoint."""
 

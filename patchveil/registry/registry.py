@@ -31,6 +31,7 @@ from patchveil.registry.models import (
     ModelVersion,
     Shard,
     Tenant,
+    TenantSource,
     utc_now,
 )
 from patchveil.registry.tokens import hash_token, new_token, token_matches
@@ -165,6 +166,50 @@ class ShardRecord:
             status=row.status,
             created_at=_utc(row.created_at),
             retired_at=None if row.retired_at is None else _utc(row.retired_at),
+        )
+
+
+@dataclass(frozen=True)
+class NewSource:
+    """A batch of a tenant's images to record with the dataset version it entered."""
+
+    tenant_id: str
+    fingerprint: str
+    kind: str  # "onboarding" or "inbox"
+    source: str
+    images: int
+    first_index: int
+    class_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """A recorded batch of a tenant's images: fingerprint, image indices, where it went."""
+
+    tenant_id: str
+    fingerprint: str
+    kind: str
+    source: str
+    images: int
+    first_index: int
+    class_names: tuple[str, ...]
+    dataset_name: str
+    dataset_version: int
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: TenantSource) -> SourceRecord:
+        return cls(
+            tenant_id=row.tenant_id,
+            fingerprint=row.fingerprint,
+            kind=row.kind,
+            source=row.source,
+            images=row.images,
+            first_index=row.first_index,
+            class_names=tuple(row.class_names),
+            dataset_name=row.dataset_version.name,
+            dataset_version=row.dataset_version.version,
+            created_at=_utc(row.created_at),
         )
 
 
@@ -347,9 +392,16 @@ class Registry:
         return token_matches(token, stored)
 
     def remove_tenant(self, tenant_id: str) -> int:
-        """Delete the tenant (and its token hash) and retire its active shards; return how many."""
+        """Delete the tenant (token hash, source records) and retire its active shards.
+
+        Returns how many shards were retired.
+        """
         with self.session() as session:
             row = self._tenant(session, tenant_id)
+            for source in session.scalars(
+                select(TenantSource).where(TenantSource.tenant_id == tenant_id)
+            ):
+                session.delete(source)
             shards = session.scalars(
                 select(Shard).where(Shard.tenant_id == tenant_id, Shard.status == "active")
             ).all()
@@ -414,8 +466,9 @@ class Registry:
         shards: Iterable[ShardLike] = (),
         parent_version: int | None = None,
         created_at: datetime | None = None,
+        sources: Iterable[NewSource] = (),
     ) -> DatasetVersionRecord:
-        """Record a published dataset version and its shards together (idempotent)."""
+        """Record a published dataset version, its shards and new image sources (idempotent)."""
         with self.session() as session:
             row = session.scalars(
                 select(DatasetVersionRow).where(
@@ -439,10 +492,17 @@ class Registry:
                     f"{row.rows} rows; publish a new version instead"
                 )
             self._add_shards(session, row, shards)
+            self._add_sources(session, row, sources)
             return DatasetVersionRecord.of(row)
 
-    def record_manifest(self, published: PublishedVersion) -> DatasetVersionRecord:
-        """Record a `datasets.DatasetVersion` (as returned by `publish_version`) and its shards."""
+    def record_manifest(
+        self, published: PublishedVersion, *, sources: Iterable[NewSource] = ()
+    ) -> DatasetVersionRecord:
+        """Record a `datasets.DatasetVersion` (as returned by `publish_version`) and its shards.
+
+        `sources` are the batches of tenant images that entered this version; they are recorded
+        in the same transaction, so a batch counts as onboarded exactly when its version does.
+        """
         return self.record_dataset_version(
             published.name,
             published.version,
@@ -451,7 +511,78 @@ class Registry:
             shards=published.shards,
             parent_version=published.parent_version,
             created_at=published.created_at,
+            sources=sources,
         )
+
+    # -- tenant image sources ------------------------------------------------------------------
+
+    def _add_sources(
+        self, session: Session, dataset: DatasetVersionRow, sources: Iterable[NewSource]
+    ) -> None:
+        for source in sources:
+            self._tenant(session, source.tenant_id)
+            existing = session.scalars(
+                select(TenantSource).where(
+                    TenantSource.tenant_id == source.tenant_id,
+                    TenantSource.fingerprint == source.fingerprint,
+                )
+            ).one_or_none()
+            if existing is not None:
+                if existing.dataset_version_id != dataset.id:
+                    raise RegistryError(
+                        f"images with fingerprint {source.fingerprint[:16]}… of tenant "
+                        f"{source.tenant_id!r} are already recorded in dataset "
+                        f"{existing.dataset_version.name!r} version "
+                        f"{existing.dataset_version.version}; they are onboarded already"
+                    )
+                continue
+            if source.images <= 0 or source.first_index < 0:
+                raise RegistryError(
+                    f"a source needs at least one image and a first index of 0 or more, got "
+                    f"{source.images} images from index {source.first_index}"
+                )
+            session.add(
+                TenantSource(
+                    tenant_id=source.tenant_id,
+                    fingerprint=source.fingerprint,
+                    kind=source.kind,
+                    source=source.source,
+                    images=source.images,
+                    first_index=source.first_index,
+                    class_names=list(source.class_names),
+                    dataset_version=dataset,
+                    created_at=utc_now(),
+                )
+            )
+        session.flush()
+
+    def find_source(self, tenant_id: str, fingerprint: str) -> SourceRecord | None:
+        """The recorded batch of this tenant with this fingerprint, if any."""
+        with self.session() as session:
+            row = session.scalars(
+                select(TenantSource).where(
+                    TenantSource.tenant_id == tenant_id, TenantSource.fingerprint == fingerprint
+                )
+            ).one_or_none()
+            return None if row is None else SourceRecord.of(row)
+
+    def list_sources(self, tenant_id: str | None = None) -> list[SourceRecord]:
+        """Recorded batches of tenant images, oldest first."""
+        query = select(TenantSource).order_by(TenantSource.tenant_id, TenantSource.first_index)
+        if tenant_id is not None:
+            query = query.where(TenantSource.tenant_id == tenant_id)
+        with self.session() as session:
+            return [SourceRecord.of(row) for row in session.scalars(query)]
+
+    def next_image_index(self, tenant_id: str) -> int:
+        """The first tenant-local image index no recorded batch of the tenant uses."""
+        with self.session() as session:
+            end = session.scalar(
+                select(func.max(TenantSource.first_index + TenantSource.images)).where(
+                    TenantSource.tenant_id == tenant_id
+                )
+            )
+        return int(end or 0)
 
     def record_shards(
         self, dataset_name: str, dataset_version: int, shards: Iterable[ShardLike]

@@ -100,22 +100,32 @@ def holdout_split(
 
     Training code tunes on the validation part, never on the test split.
     """
+    chosen = holdout_mask(data.labels, fraction, seed)
+    return data.subset(~chosen), data.subset(chosen)
+
+
+def holdout_mask(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Which images `holdout_split` holds out for validation (a boolean mask over `labels`).
+
+    For callers that need the positions, not copies (e.g. to plan shards by index).
+    """
     if not 0 < fraction < 1:
         raise PatchveilError(
             f"validation fraction must lie strictly between 0 and 1, got {fraction}"
         )
+    labels = np.asarray(labels)
     generator = np.random.default_rng(seed)
-    chosen = np.zeros(len(data), dtype=bool)
+    chosen = np.zeros(len(labels), dtype=bool)
     # Unknown labels (-1) form one more stratum, so unlabelled images are held out evenly too.
-    for label in np.unique(data.labels):
-        members = generator.permutation(np.flatnonzero(data.labels == label))
+    for label in np.unique(labels):
+        members = generator.permutation(np.flatnonzero(labels == label))
         chosen[members[: round(fraction * len(members))]] = True
     if chosen.all() or not chosen.any():
         raise PatchveilError(
-            f"a validation fraction of {fraction} of {len(data)} images leaves the training or "
+            f"a validation fraction of {fraction} of {len(labels)} images leaves the training or "
             "the validation part empty; choose a fraction that keeps both non-empty"
         )
-    return data.subset(~chosen), data.subset(chosen)
+    return chosen
 
 
 def write_tenant_sources(

@@ -210,3 +210,31 @@ def test_in_memory_registry_and_bad_urls() -> None:
         Registry("not a url")
     with pytest.raises(RegistryError, match="divide"):
         registry.upsert_tenant("x", cipher="conventional", block_size=5, image_size=32)
+
+
+def test_image_sources_are_recorded_with_their_version_and_hand_out_indices(
+    registry: Registry,
+) -> None:
+    from patchveil.registry import NewSource
+
+    assert registry.next_image_index("acme") == 0
+    first = NewSource("acme", "f" * 64, "onboarding", "/data/acme", 100, 0, ("cat", "dog"))
+    shard = FakeShard("/data/cifar/v1/acme-0.parquet", "acme")
+    registry.record_dataset_version(
+        "cifar", 1, "/data/cifar/v1", 10, shards=[shard], sources=[first]
+    )
+    found = registry.find_source("acme", "f" * 64)
+    assert found is not None and (found.dataset_name, found.dataset_version) == ("cifar", 1)
+    assert found.class_names == ("cat", "dog")
+    assert registry.find_source("bolt", "f" * 64) is None
+    assert registry.next_image_index("acme") == 100
+    second = NewSource("acme", "e" * 64, "inbox", "/inbox/batch", 5, 100)
+    registry.record_dataset_version("cifar", 2, "/data/cifar/v2", 15, sources=[second])
+    assert registry.next_image_index("acme") == 105
+    assert [s.kind for s in registry.list_sources("acme")] == ["onboarding", "inbox"]
+    # The same images cannot enter a second version.
+    with pytest.raises(RegistryError, match="onboarded already"):
+        registry.record_dataset_version("cifar", 3, "/data/cifar/v3", 15, sources=[first])
+    assert [v.version for v in registry.list_dataset_versions("cifar")] == [1, 2]
+    registry.remove_tenant("acme")
+    assert registry.list_sources("acme") == [] and registry.next_image_index("acme") == 0

@@ -194,3 +194,13 @@ def test_split_of_the_shared_cifar_subset(tmp_path: Path) -> None:
     )
     train, validation = holdout_split(data, 0.1, seed=0)
     assert len(validation) == pytest.approx(834, abs=10) and len(train) + len(validation) == 8336
+
+
+def test_holdout_mask_marks_exactly_what_holdout_split_holds_out() -> None:
+    from patchveil.tenants.split import holdout_mask
+
+    data = _numbered(60)
+    mask = holdout_mask(data.labels, 0.25, seed=3)
+    train, validation = holdout_split(data, 0.25, seed=3)
+    assert np.array_equal(_ids(validation), _ids(data.subset(mask)))
+    assert np.array_equal(_ids(train), _ids(data.subset(~mask)))

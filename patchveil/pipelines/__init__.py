@@ -1,0 +1,1 @@
+"""Prefect flows on the platform side: they drive tenant actors and never touch keys or pixels."""

@@ -1,0 +1,126 @@
+"""Publishing dataset versions, one at a time per dataset: staging, carry-over, manifest, record.
+
+Actors write new shards into a staging folder (`<dataset>/_staging/<run>/`, invisible to
+readers); publishing then takes the dataset's lock, copies them into a fresh version folder next
+to the shards it keeps from the latest recorded version, writes the manifest last and records
+the version in the registry. Locks are files under `<home>/locks` (one machine; a cluster-wide
+deployment needs a shared lock service instead).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+from patchveil.config import PlatformConfig
+from patchveil.datasets import (
+    DatasetVersion,
+    ShardInfo,
+    carry_over,
+    load_manifest,
+    next_version,
+    publish_version,
+    storage,
+    version_uri,
+)
+from patchveil.datasets.manifest import check_dataset_name
+from patchveil.registry import NewSource, Registry
+
+STAGING_FOLDER = "_staging"
+
+
+def default_dataset_name(cipher: str, block_size: int, image_size: int) -> str:
+    """One dataset per cipher configuration: `<cipher>-b<block_size>-s<image_size>`."""
+    return check_dataset_name(f"{cipher}-b{block_size}-s{image_size}")
+
+
+@contextlib.contextmanager
+def platform_locks(config: PlatformConfig, names: Iterable[str]) -> Iterator[None]:
+    """Hold exclusive file locks `<home>/locks/<name>.lock`, taken in sorted order."""
+    folder = Path(config.home) / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        for name in sorted(set(names)):
+            handle = stack.enter_context(open(folder / f"{name}.lock", "a+b"))
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            stack.callback(fcntl.flock, handle.fileno(), fcntl.LOCK_UN)
+        yield
+
+
+def tenant_locks(
+    config: PlatformConfig, tenant_ids: Iterable[str]
+) -> contextlib.AbstractContextManager[None]:
+    """One tenant's operations (onboarding, inbox, rotation) never interleave."""
+    return platform_locks(config, (f"tenant-{tenant_id}" for tenant_id in tenant_ids))
+
+
+def new_staging_uri(config: PlatformConfig, dataset_name: str) -> str:
+    """A fresh staging folder for one run's new shards of a dataset."""
+    return storage.join_uri(
+        config.dataset_root, check_dataset_name(dataset_name), STAGING_FOLDER, uuid.uuid4().hex
+    )
+
+
+def remove_folder(uri: str) -> None:
+    """Delete a folder and everything in it (missing is fine)."""
+    filesystem, path = storage.resolve(uri)
+    if filesystem.get_file_info(path).type != pafs.FileType.NotFound:
+        filesystem.delete_dir(path)
+
+
+def latest_recorded_version(
+    config: PlatformConfig, registry: Registry, dataset_name: str
+) -> DatasetVersion | None:
+    """The newest version of a dataset that the registry recorded (its manifest), if any.
+
+    A version published but never recorded (a crash in between) is skipped, so its shards are
+    not carried into the next version twice.
+    """
+    recorded = registry.list_dataset_versions(dataset_name)
+    return load_manifest(recorded[-1].uri) if recorded else None
+
+
+def publish_and_record(
+    config: PlatformConfig,
+    registry: Registry,
+    dataset_name: str,
+    staged: Sequence[ShardInfo],
+    *,
+    replaced: Iterable[str] = (),
+    sources: Sequence[NewSource] = (),
+) -> DatasetVersion:
+    """Publish the next version of a dataset: the latest recorded version's shards (minus the
+    names in `replaced`) plus the `staged` ones; record it, with `sources`, in the registry."""
+    with platform_locks(config, [f"dataset-{dataset_name}"]):
+        base = latest_recorded_version(config, registry, dataset_name)
+        version = next_version(config.dataset_root, dataset_name)
+        folder = version_uri(config.dataset_root, dataset_name, version)
+        dropped = set(replaced)
+        kept = [shard for shard in base.shards if shard.name not in dropped] if base else []
+        published = publish_version(
+            config.dataset_root,
+            dataset_name,
+            version,
+            carry_over(staged, folder),
+            parent_version=base.version if base else None,
+            carried_shards=kept,
+        )
+        registry.record_manifest(published, sources=sources)
+        return published
+
+
+def version_summary(published: DatasetVersion) -> dict[str, object]:
+    """A dataset version as plain JSON: name, version, folder, rows, tenants and key versions."""
+    return {
+        "dataset": published.name,
+        "version": published.version,
+        "uri": published.uri,
+        "rows": published.rows,
+        "shards": len(published.shards),
+        "tenants": published.key_versions,
+    }

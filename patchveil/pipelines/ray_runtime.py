@@ -1,0 +1,36 @@
+"""Connect to the Ray cluster (`RAY_ADDRESS`) or start a local Ray for the embedded default."""
+
+from __future__ import annotations
+
+import os
+
+from patchveil.config import RAY_NAMESPACE as NAMESPACE
+from patchveil.config import PlatformConfig
+
+RAY_ADDRESS_ENV = "RAY_ADDRESS"
+
+
+def ensure_ray(config: PlatformConfig | None = None, num_cpus: int | None = None) -> str:
+    """Make sure this process talks to Ray; return "connected", "started" or "running".
+
+    With `RAY_ADDRESS` set (e.g. `ray://head:10001` or `auto`) the process joins that cluster;
+    otherwise it starts a local Ray with `num_cpus` logical CPUs (default: the machine's, at
+    least 4, so a training worker, Ray Data and the small tenant actors all fit) and no
+    dashboard. A Ray already initialised in this process (a test session, a notebook) is kept.
+    `config` is accepted so callers pass what they have; the address comes from the environment.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return "running"
+    address = os.environ.get(RAY_ADDRESS_ENV, "")
+    if address:
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+        return "connected"
+    ray.init(
+        num_cpus=num_cpus or max(4, os.cpu_count() or 1),
+        include_dashboard=False,
+        namespace=NAMESPACE,
+        log_to_driver=False,
+    )
+    return "started"

@@ -1,0 +1,280 @@
+"""The training flow: one shared ViT from a published encrypted dataset version, into the registry.
+
+`train_shared_model` reads like the runbook: pick the dataset version (the newest by default),
+fit the model with Ray Train on its ciphertext, write a model card next to the checkpoint, record
+the model version. The flow knows nothing of tensors and never sees a key or a plain image: the
+dataset holds ciphertext only and tenants keep their keys.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from patchveil.config import PlatformConfig
+from patchveil.datasets import DatasetVersion, list_versions, load_manifest, storage, version_uri
+from patchveil.datasets.manifest import check_dataset_name
+from patchveil.datasets.schema import LABEL
+from patchveil.errors import PatchveilError
+from patchveil.models.augment import AugmentConfig
+from patchveil.models.ray_train import TrainingResult, fit_shared_model, read_columns
+from patchveil.models.training import TrainConfig
+from patchveil.models.vit import ModelSpec
+from patchveil.pipelines.ray_runtime import ensure_ray
+from patchveil.registry import Registry, RegistryError
+from patchveil.reporting import provenance
+
+MODEL_CARD_NAME = "model_card.json"
+# Ciphers whose ciphertext the model reads as 4-bit values (the `le` cipher shuffles nibbles).
+NIBBLE_CIPHERS = frozenset({"le"})
+
+# Nothing a task returns is worth keeping in Prefect's result storage; training is not retried by
+# Prefect because Ray Train already resumes failed workers from the latest checkpoint.
+_OPTIONS: dict[str, Any] = {"persist_result": False, "cache_policy": NO_CACHE}
+
+
+def resolve_dataset_version(
+    config: PlatformConfig, dataset_name: str, dataset_version: int | None = None
+) -> DatasetVersion:
+    """The published version asked for, or the newest published one."""
+    check_dataset_name(dataset_name)
+    if dataset_version is not None:
+        return load_manifest(version_uri(config.dataset_root, dataset_name, dataset_version))
+    published = list_versions(config.dataset_root, dataset_name)
+    if not published:
+        raise PatchveilError(
+            f"dataset {dataset_name!r} has no published version under {config.dataset_root}; "
+            "onboard tenants into it first (patchveil onboard ...)"
+        )
+    return published[-1]
+
+
+def count_classes(version: DatasetVersion) -> int:
+    """Number of classes: one past the largest training label (read from the label column only)."""
+    labels = read_columns(version, [LABEL], split="train")
+    if labels.num_rows == 0:
+        raise PatchveilError(f"dataset {version.name!r} v{version.version} has no training rows")
+    largest = labels.column(LABEL).to_numpy().max()
+    if largest < 0:
+        raise PatchveilError(
+            f"dataset {version.name!r} v{version.version} has only unlabelled images (label -1)"
+        )
+    return int(largest) + 1
+
+
+def model_spec_for(
+    version: DatasetVersion, variant: str, size: str, num_classes: int | None = None
+) -> ModelSpec:
+    """The ViT that fits a dataset version: patch size = block size, one block per token."""
+    return ModelSpec(
+        variant=variant,
+        size=size,
+        image_size=version.image_size,
+        patch_size=version.block_size,
+        num_classes=num_classes or count_classes(version),
+        in_chans=6 if version.cipher in NIBBLE_CIPHERS else 3,
+    )
+
+
+@task(name="fit-shared-model", task_run_name="fit {run_name}", **_OPTIONS)
+def fit_task(
+    dataset_uri: str,
+    model_spec: dict[str, Any],
+    train_config: dict[str, Any],
+    storage_path: str,
+    run_name: str,
+    num_workers: int,
+    use_gpu: bool,
+    max_failures: int,
+) -> dict[str, Any]:
+    """Train on the version's ciphertext with Ray Train; the checkpoint and per-epoch metrics."""
+    result = fit_shared_model(
+        dataset_uri,
+        ModelSpec.from_json(model_spec),
+        TrainConfig.from_json(train_config),
+        storage_path=storage_path,
+        run_name=run_name,
+        num_workers=num_workers,
+        use_gpu=use_gpu,
+        max_failures=max_failures,
+    )
+    return result.to_json()
+
+
+def model_card(
+    model_name: str,
+    version: DatasetVersion,
+    model_spec: ModelSpec,
+    train_config: TrainConfig,
+    result: TrainingResult,
+    *,
+    num_workers: int,
+    use_gpu: bool,
+    command: list[str] | None = None,
+) -> dict[str, Any]:
+    """What a model is and how well it does, per tenant, with the provenance of the figures."""
+    final = result.final_metrics
+    return {
+        "model_name": model_name,
+        "dataset": {
+            "name": version.name,
+            "version": version.version,
+            "uri": version.uri,
+            "cipher": version.cipher,
+            "block_size": version.block_size,
+            "image_size": version.image_size,
+            "tenants": version.key_versions,
+            "rows": version.rows,
+        },
+        "model_spec": model_spec.to_json(),
+        "train_config": train_config.to_json(),
+        "tenant_accuracy": dict(result.tenant_accuracy),
+        "val_accuracy": final.get("val_accuracy"),
+        "epochs": [dict(epoch) for epoch in result.epochs],
+        "train_seconds": result.seconds,
+        "checkpoint_uri": result.checkpoint_path,
+        "num_workers": num_workers,
+        "use_gpu": use_gpu,
+        **provenance(command),
+    }
+
+
+@task(name="write-model-card", **_OPTIONS)
+def write_model_card(card: dict[str, Any], checkpoint_uri: str) -> str:
+    """Write the card as `model_card.json` beside the checkpoint folder, atomically."""
+    card_uri = storage.join_uri(storage.parent_uri(checkpoint_uri), MODEL_CARD_NAME)
+    storage.write_bytes_atomic(card_uri, (json.dumps(card, indent=2) + "\n").encode())
+    return card_uri
+
+
+@task(name="record-model-version", task_run_name="record {model_name}", **_OPTIONS)
+def record_model(
+    config: PlatformConfig, model_name: str, card: dict[str, Any], checkpoint_uri: str
+) -> dict[str, Any]:
+    """Record the model version; linked to its dataset version where the registry knows it."""
+    dataset = card["dataset"]
+    registry = Registry.from_config(config)
+    try:
+        try:
+            registry.get_dataset_version(dataset["name"], dataset["version"])
+            link = {"dataset_name": dataset["name"], "dataset_version": dataset["version"]}
+        except RegistryError:
+            link = {}  # published outside the onboarding flows: the card still names it
+        record = registry.record_model_version(
+            model_name, checkpoint_uri=checkpoint_uri, model_card=card, **link
+        )
+    finally:
+        registry.close()
+    return {
+        "name": record.name,
+        "version": record.version,
+        "dataset_linked": bool(link),
+        "created_at": record.created_at.isoformat(),
+    }
+
+
+@flow(name="train-shared-model", persist_result=False)
+def train_shared_model(
+    dataset_name: str,
+    dataset_version: int | None = None,
+    variant: str = "standard",
+    size: str = "cpu",
+    epochs: int = TrainConfig.epochs,
+    batch_size: int = TrainConfig.batch_size,
+    learning_rate: float = TrainConfig.learning_rate,
+    weight_decay: float = TrainConfig.weight_decay,
+    warmup_epochs: float = TrainConfig.warmup_epochs,
+    label_smoothing: float = TrainConfig.label_smoothing,
+    mixup_alpha: float = AugmentConfig.mixup_alpha,
+    block_cutmix_prob: float = AugmentConfig.block_cutmix_prob,
+    token_dropout: float = AugmentConfig.token_dropout,
+    seed: int = TrainConfig.seed,
+    num_classes: int | None = None,
+    num_workers: int = 1,
+    use_gpu: bool = False,
+    max_failures: int = 2,
+    model_name: str | None = None,
+) -> dict[str, Any]:
+    """Train the shared ViT on a dataset version's ciphertext and record it in the registry.
+
+    Returns a JSON-able summary: model name and version, checkpoint and card locations, the
+    dataset version used, per-tenant validation accuracy and training time.
+    """
+    logger = get_run_logger()
+    config = PlatformConfig.from_env()
+    version = resolve_dataset_version(config, dataset_name, dataset_version)
+    spec = model_spec_for(version, variant, size, num_classes)
+    train_config = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        warmup_epochs=warmup_epochs,
+        label_smoothing=label_smoothing,
+        seed=seed,
+        unpack_nibbles=version.cipher in NIBBLE_CIPHERS,
+        augment=AugmentConfig(
+            mixup_alpha=mixup_alpha,
+            block_cutmix_prob=block_cutmix_prob,
+            token_dropout=token_dropout,
+        ),
+    )
+    name = model_name or f"{version.name}-{variant}-{size}"
+    run_name = f"{name}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+    logger.info(
+        "training %s on dataset %s v%d (%s, %d rows, tenants %s), run %s",
+        name,
+        version.name,
+        version.version,
+        version.cipher,
+        version.rows,
+        ", ".join(version.tenant_ids),
+        run_name,
+    )
+    ensure_ray(config)
+    result = TrainingResult.from_json(
+        fit_task(
+            version.uri,
+            spec.to_json(),
+            train_config.to_json(),
+            config.checkpoint_root,
+            run_name,
+            num_workers,
+            use_gpu,
+            max_failures,
+        )
+    )
+    card = model_card(
+        name, version, spec, train_config, result, num_workers=num_workers, use_gpu=use_gpu
+    )
+    card_uri = write_model_card(card, result.checkpoint_path)
+    record = record_model(config, name, card, result.checkpoint_path)
+    logger.info(
+        "model %s v%d: validation accuracy %s", name, record["version"], result.tenant_accuracy
+    )
+    return {
+        "model_name": record["name"],
+        "model_version": record["version"],
+        "checkpoint_uri": result.checkpoint_path,
+        "model_card_uri": card_uri,
+        "dataset": {"name": version.name, "version": version.version, "uri": version.uri},
+        "tenant_accuracy": dict(result.tenant_accuracy),
+        "val_accuracy": result.final_metrics.get("val_accuracy"),
+        "epochs": len(result.epochs),
+        "train_seconds": result.seconds,
+    }
+
+
+__all__ = [
+    "MODEL_CARD_NAME",
+    "count_classes",
+    "model_card",
+    "model_spec_for",
+    "resolve_dataset_version",
+    "train_shared_model",
+]

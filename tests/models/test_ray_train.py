@@ -1,0 +1,188 @@
+"""Ray Train on an encrypted dataset: 2 workers, resume after a failure, per-tenant validation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from patchveil.config import PlatformConfig
+from patchveil.datasets import images_from_column
+from patchveil.errors import PatchveilError
+from patchveil.models.checkpoint import CHECKPOINT_META_FILE, MODEL_FILE, TRAINING_STATE_FILE
+from patchveil.models.ray_train import (
+    TRAINER_CONFIG_KEYS,
+    VALIDATION_BATCH_SIZE,
+    TrainingResult,
+    build_trainer,
+    check_trainer_config,
+    fit_shared_model,
+    load_trained_model,
+)
+from patchveil.models.training import TrainConfig, pick_device, predict_logits
+from patchveil.models.vit import ModelSpec
+from tests.helpers import assert_no_key_material
+from tests.models.encrypted_dataset import BLOCK_SIZE, IMAGE_SIZE, TENANTS, publish_tiny_dataset
+
+SPEC = ModelSpec(
+    variant="standard", size="test", image_size=IMAGE_SIZE, patch_size=BLOCK_SIZE, num_classes=10
+)
+TRAIN = TrainConfig(epochs=2, batch_size=32, learning_rate=3e-3, warmup_epochs=0.0)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return publish_tiny_dataset(
+        tmp_path_factory.mktemp("datasets"), train_per_tenant=96, validation_per_tenant=32
+    )
+
+
+@pytest.fixture(scope="module")
+def two_worker_run(
+    tiny: Any, tmp_path_factory: pytest.TempPathFactory, ray_session: Any
+) -> tuple[TrainingResult, Path]:
+    """Two workers, two epochs; the first attempt dies before epoch 2 and must resume."""
+    ray_session.data.DataContext.get_current().enable_progress_bars = False
+    storage = tmp_path_factory.mktemp("checkpoints")
+    result = fit_shared_model(
+        tiny.version.uri,
+        SPEC,
+        TRAIN,
+        storage_path=str(storage),
+        run_name="two-workers",
+        num_workers=2,
+        max_failures=1,
+        inject_failure_at_epoch=2,
+    )
+    return result, storage
+
+
+def test_two_workers_train_checkpoint_and_resume_after_a_failure(
+    two_worker_run: tuple[TrainingResult, Path],
+) -> None:
+    result, storage = two_worker_run
+    assert [entry["epoch"] for entry in result.epochs] == [1, 2]
+    # Epoch 2 ran in the second attempt, which started from the epoch-1 checkpoint; a restart
+    # from scratch would have hit the injected failure again and exhausted max_failures=1.
+    assert [entry["resumed_from_epoch"] for entry in result.epochs] == [0, 1]
+    assert result.epochs[1]["train_loss"] < result.epochs[0]["train_loss"]
+    checkpoint = Path(result.checkpoint_path)
+    assert checkpoint.parent == storage / "two-workers"
+    for name in (MODEL_FILE, TRAINING_STATE_FILE, CHECKPOINT_META_FILE):
+        assert (checkpoint / name).is_file()
+    meta = json.loads((checkpoint / CHECKPOINT_META_FILE).read_text())
+    assert meta["epoch"] == 2
+    assert ModelSpec.from_json(meta["model_spec"]) == SPEC
+    assert TrainConfig.from_json(meta["train_config"]) == TRAIN
+    for entry in result.epochs:
+        assert entry["images_per_second"] > 0 and entry["epoch_seconds"] > 0
+        per_tenant = [entry[f"val_accuracy/{tenant_id}"] for tenant_id in TENANTS]
+        assert entry["val_accuracy"] == pytest.approx(np.mean(per_tenant))
+    assert set(result.tenant_accuracy) == set(TENANTS)
+
+
+def test_validation_is_per_tenant_on_its_own_key(
+    tiny: Any, two_worker_run: tuple[TrainingResult, Path]
+) -> None:
+    """The reported accuracy of each tenant is the model's accuracy on that tenant's held-out
+    images encrypted under its own key (recomputed here from the reloaded checkpoint)."""
+    result, _ = two_worker_run
+    model, spec = load_trained_model(result.checkpoint_path)
+    assert spec == SPEC
+    for tenant_id, (ciphertext, labels) in tiny.validation.items():
+        logits = predict_logits(model, ciphertext, pick_device(False), False, VALIDATION_BATCH_SIZE)
+        accuracy = float((logits.argmax(dim=-1).numpy() == labels).mean())
+        assert accuracy == pytest.approx(result.tenant_accuracy[tenant_id])
+
+
+def test_in_process_run_with_zero_workers(tiny: Any, tmp_path: Path, ray_session: Any) -> None:
+    ray_session.data.DataContext.get_current().enable_progress_bars = False
+    result = fit_shared_model(
+        tiny.version.uri,
+        SPEC,
+        TrainConfig(epochs=1, batch_size=64, learning_rate=3e-3, warmup_epochs=0.0),
+        storage_path=str(tmp_path),
+        run_name="in-process",
+        num_workers=0,
+    )
+    assert [entry["epoch"] for entry in result.epochs] == [1]
+    assert set(result.tenant_accuracy) == set(TENANTS)
+    # The checkpoint was moved from the worker's temporary folder into the run's folder.
+    assert Path(result.checkpoint_path) == tmp_path / "in-process" / "checkpoint_epoch=0001"
+    assert sorted(path.name for path in (tmp_path / "in-process").iterdir()) == [
+        "checkpoint_epoch=0001"
+    ]
+    model, _ = load_trained_model(result.checkpoint_path)
+    images = tiny.validation[TENANTS[0]][0][:4]
+    again, _ = load_trained_model(result.checkpoint_path)
+    device = pick_device(False)
+    assert torch.equal(predict_logits(model, images, device), predict_logits(again, images, device))
+
+
+def test_trainer_gets_no_key_store_path_and_no_plain_images(
+    tiny: Any, tmp_path: Path, ray_session: Any
+) -> None:
+    trainer = build_trainer(
+        tiny.version.uri,
+        SPEC,
+        TRAIN,
+        storage_path=str(tmp_path),
+        run_name="inspect",
+        num_workers=2,
+    )
+    config = trainer.train_loop_config
+    assert set(config) <= TRAINER_CONFIG_KEYS
+    text = json.dumps(config)  # plain JSON: no arrays, no bytes, no objects
+    assert json.loads(text) == config
+    assert config["dataset_uri"] == tiny.version.uri
+    for tenant_id in TENANTS:
+        for where in (
+            PlatformConfig().key_store_for(tenant_id),
+            PlatformConfig().tenant_home(tenant_id),
+        ):
+            assert str(where) not in text
+    assert "key_store" not in text
+    assert_no_key_material(list(tiny.keys.values()), text)
+    # The datasets read the version's shards only, and what they hold is ciphertext.
+    plain = {image.tobytes() for image in tiny.plain_images}
+    for dataset in trainer.datasets.values():
+        files = {Path(path).name for path in dataset.input_files()}
+        assert files <= {Path(uri).name for uri in tiny.version.shard_uris}
+        batch = dataset.take_batch(64, batch_format="pyarrow")
+        ciphertext = images_from_column(batch.column("image"))
+        assert not {image.tobytes() for image in ciphertext} & plain
+
+
+def test_trainer_config_refuses_anything_but_specs_and_uris() -> None:
+    with pytest.raises(PatchveilError, match="key_store"):
+        check_trainer_config({"dataset_uri": "/data/v1", "key_store": "/home/acme/keys"})
+    with pytest.raises(PatchveilError, match="JSON"):
+        check_trainer_config({"dataset_uri": "/data/v1", "groups": np.zeros((2, 2))})
+
+
+def test_model_must_fit_the_dataset_geometry(tiny: Any, tmp_path: Path) -> None:
+    wrong_patch = ModelSpec(
+        variant="standard", size="test", image_size=IMAGE_SIZE, patch_size=8, num_classes=10
+    )
+    with pytest.raises(PatchveilError, match="patch_size=4"):
+        build_trainer(
+            tiny.version.uri, wrong_patch, TRAIN, storage_path=str(tmp_path), run_name="x"
+        )
+
+
+def test_a_run_the_cluster_cannot_hold_is_refused(
+    tiny: Any, tmp_path: Path, ray_session: Any
+) -> None:
+    with pytest.raises(PatchveilError, match="logical CPUs"):
+        fit_shared_model(
+            tiny.version.uri,
+            SPEC,
+            TRAIN,
+            storage_path=str(tmp_path),
+            run_name="too-big",
+            num_workers=16,
+        )
