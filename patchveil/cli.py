@@ -245,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--out", required=True, type=Path)
     split.set_defaults(handler=cmd_data_split)
 
+    from patchveil.cli_platform import add_platform_commands
+
+    add_platform_commands(commands, _param)
+
     experiment = commands.add_parser("experiment", help="reproducible experiments (bench/results)")
     experiments = experiment.add_subparsers(dest="experiment", required=True, metavar="NAME")
     paper = experiments.add_parser("paper-table", help="the seed paper's accuracy table")

@@ -48,6 +48,9 @@ from patchveil.models.training import (
 )
 from patchveil.models.vit import ModelSpec, create_vit_from_spec, load_state_dict_file
 
+SHUFFLE_BUFFER_ROWS = 10_000
+MATERIALIZE_LIMIT_BYTES = 2 * 1024**3
+
 __all__ = [
     "TRAINER_CONFIG_KEYS",
     "TrainingResult",
@@ -125,7 +128,10 @@ def _encrypted_batches(
     """Batches of a Ray dataset shard as the dicts `train_one_epoch` takes (uint8 ciphertext)."""
     shuffle = {}
     if shuffle_seed is not None:
-        shuffle = {"local_shuffle_buffer_size": 8 * batch_size, "local_shuffle_seed": shuffle_seed}
+        # Shards hold one tenant each: a buffer of many shards' rows mixes tenants (and keys)
+        # within a batch, which the shared model needs; 10k CIFAR rows are only 30 MB.
+        buffer_rows = max(8 * batch_size, SHUFFLE_BUFFER_ROWS)
+        shuffle = {"local_shuffle_buffer_size": buffer_rows, "local_shuffle_seed": shuffle_seed}
     for table in shard.iter_batches(batch_size=batch_size, batch_format="pyarrow", **shuffle):
         # np.array copies the read-only Arrow view so torch gets memory it may own.
         images = np.array(images_from_column(table.column(IMAGE)))
@@ -418,6 +424,15 @@ def split_dataset(uri_or_uris: str | list[str], split: str) -> Any:
     return dataset.filter(expr=col(SPLIT) == lit(split)).select_columns(_COLUMNS)
 
 
+def _training_rows(shards: list[str], rows: int, image_size: int) -> Any:
+    """The training split, mixed across shards; kept in Ray's object store when it is small,
+    so that every epoch streams from memory instead of re-reading and re-filtering Parquet."""
+    dataset = split_dataset(shards, TRAIN_DATASET).randomize_block_order()
+    if rows * image_size * image_size * 3 <= MATERIALIZE_LIMIT_BYTES:
+        dataset = dataset.materialize()
+    return dataset
+
+
 def build_trainer(
     dataset_version_uri: str,
     model_spec: ModelSpec,
@@ -485,7 +500,7 @@ def build_trainer(
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
         # Training rows are split equally over the workers (equal batch counts keep DDP in step).
-        datasets={TRAIN_DATASET: split_dataset(shards, TRAIN_DATASET)},
+        datasets={TRAIN_DATASET: _training_rows(shards, train_rows, model_spec.image_size)},
         dataset_config=DataConfig(datasets_to_split=[TRAIN_DATASET]),
     )
 

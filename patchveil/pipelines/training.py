@@ -68,7 +68,11 @@ def count_classes(version: DatasetVersion) -> int:
 
 
 def model_spec_for(
-    version: DatasetVersion, variant: str, size: str, num_classes: int | None = None
+    version: DatasetVersion,
+    variant: str,
+    size: str,
+    num_classes: int | None = None,
+    invariance_group: str | None = None,
 ) -> ModelSpec:
     """The ViT that fits a dataset version: patch size = block size, one block per token."""
     return ModelSpec(
@@ -78,6 +82,7 @@ def model_spec_for(
         patch_size=version.block_size,
         num_classes=num_classes or count_classes(version),
         in_chans=6 if version.cipher in NIBBLE_CIPHERS else 3,
+        invariance_group=invariance_group if variant == "invariant" else None,
     )
 
 
@@ -199,6 +204,7 @@ def train_shared_model(
     use_gpu: bool = False,
     max_failures: int = 2,
     model_name: str | None = None,
+    invariance_group: str | None = None,
 ) -> dict[str, Any]:
     """Train the shared ViT on a dataset version's ciphertext and record it in the registry.
 
@@ -208,7 +214,7 @@ def train_shared_model(
     logger = get_run_logger()
     config = PlatformConfig.from_env()
     version = resolve_dataset_version(config, dataset_name, dataset_version)
-    spec = model_spec_for(version, variant, size, num_classes)
+    spec = model_spec_for(version, variant, size, num_classes, invariance_group)
     train_config = TrainConfig(
         epochs=epochs,
         batch_size=batch_size,

@@ -1,0 +1,325 @@
+"""The platform's commands of `patchveil`: tenants, datasets, scheduled onboarding, training.
+
+They drive the Prefect flows in `patchveil.pipelines`; Prefect, Ray and torch are imported only
+when a command runs, so `patchveil --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from patchveil.errors import PatchveilError
+
+
+def _use_home(args: argparse.Namespace) -> None:
+    """Point the flows (which read PlatformConfig.from_env()) and Prefect at the platform home."""
+    if getattr(args, "home", None):
+        os.environ["PATCHVEIL_HOME"] = str(Path(args.home).resolve())
+    from patchveil.config import PlatformConfig
+
+    use_platform_home_for_prefect(PlatformConfig.from_env())
+
+
+def use_platform_home_for_prefect(config: Any) -> None:
+    """Keep Prefect's own state (its SQLite database, results) under the platform home unless
+    the operator configured Prefect otherwise, and send no telemetry. Call before Prefect loads."""
+    os.environ.setdefault("PREFECT_HOME", str(Path(config.home) / "prefect"))
+    Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def _print(result: Any, as_json: bool, text: str) -> None:
+    print(json.dumps(result, indent=2, default=str) if as_json else text)
+
+
+def _params(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    return dict(pairs)
+
+
+def cmd_tenant_onboard(args: argparse.Namespace) -> int:
+    _use_home(args)
+    from patchveil.pipelines.onboarding import onboard_tenant, onboard_tenants
+
+    if args.config:
+        result = onboard_tenants(str(args.config))
+        lines = [_onboarded_line(tenant) for tenant in result["tenants"]]
+        _print(result, args.json, "\n".join(lines))
+        return 0
+    missing = [
+        name for name in ("tenant", "source", "cipher", "block_size") if not getattr(args, name)
+    ]
+    if missing:
+        flags = ", ".join("--" + name.replace("_", "-") for name in missing)
+        raise PatchveilError(f"tenant onboard needs {flags} (or --config FILE for many tenants)")
+    result = onboard_tenant(
+        tenant_id=args.tenant,
+        source=str(args.source),
+        cipher=args.cipher,
+        block_size=args.block_size,
+        params=_params(args.param),
+        key_store=str(args.key_store) if args.key_store else None,
+        shard_size=args.shard_size,
+        validation_fraction=args.validation_fraction,
+        augment_variants=args.augment_variants,
+        dataset_name=args.dataset,
+    )
+    _print(result, args.json, _onboarded_line(result))
+    return 0
+
+
+def _onboarded_line(tenant: dict[str, Any]) -> str:
+    line = (
+        f"{tenant['tenant_id']}: {tenant['status']}, {tenant.get('images', '?')} images → dataset "
+        f"{tenant.get('dataset')} v{tenant.get('dataset_version')} (key version "
+        f"{tenant.get('key_version')})"
+    )
+    if tenant.get("api_token"):
+        line += f"\n  API token (shown once, stored only hashed): {tenant['api_token']}"
+    return line
+
+
+def cmd_tenant_list(args: argparse.Namespace) -> int:
+    _use_home(args)
+    from patchveil.config import PlatformConfig
+    from patchveil.registry import Registry
+
+    tenants = Registry.from_config(PlatformConfig.from_env()).list_tenants()
+    rows = [
+        {
+            "tenant_id": tenant.tenant_id,
+            "cipher": tenant.cipher,
+            "block_size": tenant.block_size,
+            "image_size": tenant.image_size,
+            "key_version": tenant.key_version,
+            "status": tenant.status,
+            "created_at": tenant.created_at.isoformat(),
+        }
+        for tenant in tenants
+    ]
+    text = "\n".join(
+        f"{row['tenant_id']:<16} {row['cipher']:<13} block {row['block_size']:<3} key v"
+        f"{row['key_version']:<3} {row['status']}"
+        for row in rows
+    )
+    _print(rows, args.json, text or "no tenants")
+    return 0
+
+
+def cmd_tenant_rotate(args: argparse.Namespace) -> int:
+    _use_home(args)
+    from patchveil.pipelines.rotation import rotate_tenant_key
+
+    result = rotate_tenant_key(args.tenant, str(args.key_store) if args.key_store else None)
+    _print(
+        result,
+        args.json,
+        f"{args.tenant}: key version {result['previous_key_version']} → {result['key_version']}, "
+        f"{result['retired_shards']} old shards retired",
+    )
+    return 0
+
+
+def cmd_tenant_remove(args: argparse.Namespace) -> int:
+    _use_home(args)
+    from patchveil.pipelines.removal import offboard_tenant
+
+    result = offboard_tenant(args.tenant)
+    _print(result, args.json, f"{args.tenant}: removed")
+    return 0
+
+
+def cmd_dataset_list(args: argparse.Namespace) -> int:
+    _use_home(args)
+    from patchveil.config import PlatformConfig
+    from patchveil.datasets.manifest import list_versions
+
+    versions = list_versions(PlatformConfig.from_env().dataset_root)
+    rows = [version.to_json() for version in versions]
+    text = "\n".join(
+        f"{version.name} v{version.version}: {version.rows} rows in {len(version.shards)} shards, "
+        f"tenants {', '.join(version.tenant_ids)} ({version.cipher}, block {version.block_size})"
+        for version in versions
+    )
+    _print(rows, args.json, text or "no datasets")
+    return 0
+
+
+def cmd_model_list(args: argparse.Namespace) -> int:
+    _use_home(args)
+    from patchveil.config import PlatformConfig
+    from patchveil.registry import Registry
+
+    models = Registry.from_config(PlatformConfig.from_env()).list_model_versions()
+    rows = [
+        {
+            "name": model.name,
+            "version": model.version,
+            "dataset": f"{model.dataset_name} v{model.dataset_version}",
+            "checkpoint_uri": model.checkpoint_uri,
+            "tenant_accuracy": model.model_card.get("tenant_accuracy"),
+            "created_at": model.created_at.isoformat(),
+        }
+        for model in models
+    ]
+    text = "\n".join(
+        f"{row['name']} v{row['version']} on {row['dataset']}: {row['tenant_accuracy']}"
+        for row in rows
+    )
+    _print(rows, args.json, text or "no models")
+    return 0
+
+
+def cmd_onboarding(args: argparse.Namespace) -> int:
+    _use_home(args)
+    from patchveil.pipelines.inbox import ingest_inboxes, serve_onboarding
+
+    if args.action == "serve":
+        serve_onboarding(args.cron)
+        return 0
+    result = ingest_inboxes(shard_size=args.shard_size)
+    _print(result, args.json, json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    _use_home(args)
+    from patchveil.pipelines.training import train_shared_model
+
+    result = train_shared_model(
+        dataset_name=args.dataset,
+        dataset_version=args.dataset_version,
+        variant=args.variant,
+        size=args.size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        mixup_alpha=args.mixup,
+        block_cutmix_prob=args.block_cutmix,
+        token_dropout=args.token_dropout,
+        seed=args.seed,
+        num_workers=args.workers,
+        use_gpu=args.gpu,
+        invariance_group=args.invariance_group,
+    )
+    accuracy = ", ".join(f"{t} {a:.1%}" for t, a in sorted(result["tenant_accuracy"].items()))
+    _print(
+        result,
+        args.json,
+        f"model {result['model_name']} v{result['model_version']} ({result['epochs']} epochs, "
+        f"{result['train_seconds']:.0f} s)\n  validation accuracy per tenant: {accuracy}\n"
+        f"  checkpoint: {result['checkpoint_uri']}",
+    )
+    return 0
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--home", type=Path, help="platform home (default: $PATCHVEIL_HOME or ./.patchveil)"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def add_platform_commands(commands: argparse._SubParsersAction, param_type: Any) -> None:
+    """Register `tenant`, `dataset`, `model`, `onboarding` and `train` on the main parser."""
+    tenant = commands.add_parser(
+        "tenant", help="onboard, list, rotate the key of, or remove tenants"
+    )
+    tenant_commands = tenant.add_subparsers(dest="tenant_command", required=True, metavar="ACTION")
+
+    onboard = tenant_commands.add_parser(
+        "onboard", help="encrypt a tenant's images into the shared dataset"
+    )
+    _common(onboard)
+    onboard.add_argument("--tenant", help="tenant id")
+    onboard.add_argument("--source", type=Path, help="CIFAR dir, image folder, .npy/.npz")
+    onboard.add_argument("--cipher", help="cipher name (see `patchveil ciphers`)")
+    onboard.add_argument("--block-size", type=int, help="block size = the ViT's patch size")
+    onboard.add_argument(
+        "--param", action="append", type=param_type, default=[], help="cipher parameter name=value"
+    )
+    onboard.add_argument(
+        "--key-store", type=Path, help="the tenant's key store (default: <home>/tenants/<id>/keys)"
+    )
+    onboard.add_argument("--shard-size", type=int, default=1000)
+    onboard.add_argument("--validation-fraction", type=float, default=0.1)
+    onboard.add_argument(
+        "--augment-variants",
+        type=int,
+        default=0,
+        help="K augmented copies per image, made before encryption",
+    )
+    onboard.add_argument("--dataset", help="dataset name (default: <cipher>-b<block>-s<size>)")
+    onboard.add_argument("--config", type=Path, help="YAML/JSON file listing many tenants")
+    onboard.set_defaults(handler=cmd_tenant_onboard)
+
+    listing = tenant_commands.add_parser("list", help="registered tenants")
+    _common(listing)
+    listing.set_defaults(handler=cmd_tenant_list)
+
+    rotate = tenant_commands.add_parser(
+        "rotate-key", help="new key version; re-encrypt the tenant's shards"
+    )
+    _common(rotate)
+    rotate.add_argument("--tenant", required=True)
+    rotate.add_argument("--key-store", type=Path)
+    rotate.set_defaults(handler=cmd_tenant_rotate)
+
+    remove = tenant_commands.add_parser(
+        "remove", help="offboard a tenant: its shards leave the dataset"
+    )
+    _common(remove)
+    remove.add_argument("--tenant", required=True)
+    remove.set_defaults(handler=cmd_tenant_remove)
+
+    dataset = commands.add_parser("dataset", help="encrypted dataset versions")
+    dataset_commands = dataset.add_subparsers(
+        dest="dataset_command", required=True, metavar="ACTION"
+    )
+    dataset_list = dataset_commands.add_parser(
+        "list", help="every dataset version and its manifest"
+    )
+    _common(dataset_list)
+    dataset_list.set_defaults(handler=cmd_dataset_list)
+
+    model = commands.add_parser("model", help="trained model versions")
+    model_commands = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+    model_list = model_commands.add_parser("list", help="every model version and its accuracy")
+    _common(model_list)
+    model_list.set_defaults(handler=cmd_model_list)
+
+    onboarding = commands.add_parser(
+        "onboarding", help="ingest tenants' inbox folders (once or on a schedule)"
+    )
+    onboarding.add_argument("action", choices=["run", "serve"])
+    _common(onboarding)
+    onboarding.add_argument("--cron", default="*/10 * * * *", help="schedule for `serve`")
+    onboarding.add_argument("--shard-size", type=int, default=1000)
+    onboarding.set_defaults(handler=cmd_onboarding)
+
+    train = commands.add_parser(
+        "train", help="train the shared ViT on a dataset version (Ray Train)"
+    )
+    _common(train)
+    train.add_argument(
+        "--dataset", required=True, help="dataset name (see `patchveil dataset list`)"
+    )
+    train.add_argument("--dataset-version", type=int, help="default: the newest")
+    train.add_argument("--variant", default="standard", help="standard, position_free or invariant")
+    train.add_argument("--invariance-group", help="invariant variant: np, np_cs or np_cs_rf")
+    train.add_argument("--size", default="cpu", help="cpu, tiny, small, base (test for smoke runs)")
+    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--batch-size", type=int, default=128)
+    train.add_argument("--learning-rate", type=float, default=1e-3)
+    train.add_argument("--mixup", type=float, default=0.0, help="mixup alpha within a tenant's key")
+    train.add_argument(
+        "--block-cutmix", type=float, default=0.0, help="probability of block cutmix"
+    )
+    train.add_argument("--token-dropout", type=float, default=0.0)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--workers", type=int, default=1, help="Ray Train workers")
+    train.add_argument("--gpu", action="store_true", help="train on GPUs")
+    train.set_defaults(handler=cmd_train)
