@@ -36,6 +36,7 @@ from patchveil.models.training import (
 )
 from patchveil.models.vit import ModelSpec, create_vit_from_spec
 from patchveil.reporting import provenance, provenance_markdown, write_json, write_text
+from patchveil.tenants.augment import augment_variant
 from patchveil.tenants.ciphers import create_cipher, key_space_bits
 from patchveil.tenants.ciphers.base import Cipher
 from patchveil.tenants.keys import CipherSpec, Key
@@ -54,6 +55,9 @@ class Row:
     params: tuple[tuple[str, Any], ...] = ()
     invariance_group: str | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # The tenant crops/flips its plain images before encrypting: a new variant every epoch
+    # (what onboarding with --augment-variants K stores, one variant drawn per epoch).
+    tenant_augmentation: bool = False
     note: str = ""
 
 
@@ -97,16 +101,41 @@ ROWS = (
         "independent",
         params=(("group", "np_cs"),),
         invariance_group="np_cs",
-        note="fresh key per image; orbit-invariant embedding",
+        note="fresh key per image: block order + per-block NP and CS; orbit-invariant embedding",
     ),
     Row(
-        "disposable_keys_np",
+        "disposable_keys_rf",
         "disposable",
         "invariant",
         "independent",
-        params=(("group", "np"),),
-        invariance_group="np",
-        note="as above, group = negative–positive only",
+        params=(("group", "rf"),),
+        invariance_group="rf",
+        note="fresh key per image: block order + per-block rotation/flip; orbit-invariant embedding",
+    ),
+    Row(
+        "disposable_keys_block_order",
+        "disposable",
+        "position_free",
+        "independent",
+        params=(("group", "none"),),
+        note="fresh key per image: block order only (jigsaw); position-free ViT",
+    ),
+    Row(
+        "plain_tenant_augmentation",
+        "plain",
+        "standard",
+        "shared",
+        tenant_augmentation=True,
+        note="upper reference with the same crop/flip augmentation",
+    ),
+    Row(
+        "disposable_keys_block_order_tenant_augmentation",
+        "disposable",
+        "position_free",
+        "independent",
+        params=(("group", "none"),),
+        tenant_augmentation=True,
+        note="block order only, tenant-side crop/flip before encryption",
     ),
 )
 
@@ -182,6 +211,21 @@ def run_row(
     history = []
     start = time.perf_counter()
     for epoch in range(config.epochs):
+        if row.tenant_augmentation and epoch > 0:
+            images = np.concatenate(
+                [
+                    encrypt(
+                        cipher,
+                        augment_variant(
+                            train.images, np.arange(len(train)), epoch, args.seed + index
+                        ),
+                        10_000_000 * (index + 1) + 100_000 * epoch,
+                    )
+                    for index, ((train, _, _), cipher) in enumerate(
+                        zip(shares, ciphers, strict=False)
+                    )
+                ]
+            )
         stats = train_one_epoch(
             model,
             in_memory_batches(images, labels, group, config.batch_size, numpy_generator),
@@ -230,6 +274,7 @@ def run_row(
         "model_variant": row.variant,
         "keys": row.keys,
         "note": row.note,
+        "tenant_augmentation": row.tenant_augmentation,
         "own_key_accuracy": float(np.mean(own)),
         "fresh_key_accuracy": accuracy(
             model, encrypt(fresh, test.images, 90_000_000), test.labels, device
@@ -252,6 +297,7 @@ def markdown(payload: dict[str, Any]) -> str:
         f"Data: {payload['data']}. Budget: {payload['epochs']} epochs, model size "
         f"`{payload['size']}`, block = patch size {payload['block_size']}, batch "
         f"{payload['batch_size']}, seed {payload['seed']}, no augmentation unless the row says.",
+        "Rows run in one process with the training loop Ray Train runs (`patchveil.models.training`).",
         "",
         "| row | cipher | model | own key | fresh key | plain | cross-tenant | key space (bits) | train s |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|",

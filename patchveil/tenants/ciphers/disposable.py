@@ -18,6 +18,7 @@ from typing import ClassVar
 import numpy as np
 
 from patchveil.errors import CipherConfigError
+from patchveil.groups import parse_group
 from patchveil.tenants.ciphers.base import Cipher, log2_factorial, register_cipher
 from patchveil.tenants.ciphers.hazmat import (
     ALL_CHANNEL_PERMUTATIONS,
@@ -27,30 +28,27 @@ from patchveil.tenants.ciphers.hazmat import (
 )
 from patchveil.tenants.keys import CipherSpec, Key, ParamValue
 
-GROUPS = ("np", "np_cs", "np_cs_rf")
-
 
 def group_tables(group: str, block_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Element orders (|G|, L) and flip masks (|G|, L) of every element of a named group."""
-    length = 3 * block_size * block_size
-    identity = np.arange(length, dtype=np.int64)[None]
-    if group == "np":
-        moves = identity
-    elif group == "np_cs":
+    try:
+        parsed = parse_group(group)
+    except ValueError as error:
+        raise CipherConfigError(str(error)) from None
+    moves = np.arange(3 * block_size * block_size, dtype=np.int64)[None]
+    if parsed.colour_shuffle:
         moves = channel_orders(block_size, ALL_CHANNEL_PERMUTATIONS)
-    elif group == "np_cs_rf":
-        colour = channel_orders(block_size, ALL_CHANNEL_PERMUTATIONS)
+    if parsed.rotation_flip:
         geometry = dihedral_orders(block_size)
-        # Colour shuffle, then rotation/flip: every pair gives one element.
+        # A colour shuffle, then a rotation/flip: every pair is one element.
         moves = np.take_along_axis(
-            np.repeat(colour, len(geometry), axis=0), np.tile(geometry, (len(colour), 1)), axis=1
+            np.repeat(moves, len(geometry), axis=0), np.tile(geometry, (len(moves), 1)), axis=1
         )
-    else:
-        raise CipherConfigError(f"unknown group {group!r}; choose one of {', '.join(GROUPS)}")
-    orders = np.concatenate([moves, moves])
-    flips = np.zeros(orders.shape, dtype=np.uint8)
-    flips[len(moves) :] = 0xFF
-    return orders, flips
+    flips = np.zeros(moves.shape, dtype=np.uint8)
+    if parsed.negative_positive:
+        moves = np.concatenate([moves, moves])
+        flips = np.concatenate([flips, np.full(flips.shape, 0xFF, dtype=np.uint8)])
+    return moves, flips
 
 
 @register_cipher("disposable")

@@ -1,0 +1,37 @@
+"""Names of the small groups that act inside a block: shared by the cipher and the model.
+
+A group is named by the operations that generate it, joined by "_" in this order: `np`
+(negative–positive of the whole block), `cs` (a permutation of the colour channels), `rf` (one of
+the 8 rotations/flips of the block); `none` is the trivial group. The per-image `disposable`
+cipher draws one element per block; the `invariant` ViT is exactly invariant to the same group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+OPERATIONS = ("np", "cs", "rf")
+GROUP_NAMES = ("none", "np", "cs", "rf", "np_cs", "np_rf", "cs_rf", "np_cs_rf")
+
+
+@dataclass(frozen=True)
+class BlockGroup:
+    negative_positive: bool
+    colour_shuffle: bool
+    rotation_flip: bool
+
+    @property
+    def order(self) -> int:
+        return (
+            (2 if self.negative_positive else 1)
+            * (6 if self.colour_shuffle else 1)
+            * (8 if self.rotation_flip else 1)
+        )
+
+
+def parse_group(name: str) -> BlockGroup:
+    """The group a name denotes; an error names the accepted names."""
+    if name not in GROUP_NAMES:
+        raise ValueError(f"unknown block group {name!r}; choose one of {', '.join(GROUP_NAMES)}")
+    parts = set() if name == "none" else set(name.split("_"))
+    return BlockGroup("np" in parts, "cs" in parts, "rf" in parts)
