@@ -187,8 +187,11 @@ def cmd_onboarding(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     _use_home(args)
+    from patchveil.config import PlatformConfig
+    from patchveil.pipelines.ray_runtime import ensure_ray
     from patchveil.pipelines.training import train_shared_model
 
+    ensure_ray(PlatformConfig.from_env(), log_to_driver=True)  # per-epoch progress lines
     result = train_shared_model(
         dataset_name=args.dataset,
         dataset_version=args.dataset_version,
@@ -204,6 +207,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         num_workers=args.workers,
         use_gpu=args.gpu,
         invariance_group=args.invariance_group,
+        cpus_per_worker=args.cpus_per_worker,
     )
     accuracy = ", ".join(f"{t} {a:.1%}" for t, a in sorted(result["tenant_accuracy"].items()))
     _print(
@@ -321,5 +325,8 @@ def add_platform_commands(commands: argparse._SubParsersAction, param_type: Any)
     train.add_argument("--token-dropout", type=float, default=0.0)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--workers", type=int, default=1, help="Ray Train workers")
+    train.add_argument(
+        "--cpus-per-worker", type=float, default=1.0, help="CPUs (torch threads) per worker"
+    )
     train.add_argument("--gpu", action="store_true", help="train on GPUs")
     train.set_defaults(handler=cmd_train)

@@ -41,7 +41,9 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    description = f"{platform.node()}: {os.cpu_count()} CPU ({cpu}), {platform.system()} {platform.machine()}"
+    description = (
+        f"{platform.node()}: {os.cpu_count()} CPU ({cpu}), {platform.system()} {platform.machine()}"
+    )
     try:
         import torch
 

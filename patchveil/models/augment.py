@@ -62,7 +62,9 @@ def augment_batch(
     if config.mixup_alpha > 0:
         beta = torch.distributions.Beta(config.mixup_alpha, config.mixup_alpha)
         weight = beta.sample((count,)).to(inputs.device)
-        inputs = weight.view(-1, 1, 1, 1) * inputs + (1 - weight.view(-1, 1, 1, 1)) * inputs[partner]
+        inputs = (
+            weight.view(-1, 1, 1, 1) * inputs + (1 - weight.view(-1, 1, 1, 1)) * inputs[partner]
+        )
         targets = weight.view(-1, 1) * targets + (1 - weight.view(-1, 1)) * targets[partner]
     if config.block_cutmix_prob > 0:
         apply = torch.rand(count, generator=generator) < config.block_cutmix_prob

@@ -253,6 +253,13 @@ def _report(
     if checkpoint_folder is None:
         ray.train.report(metrics)
         return
+    # One progress line per epoch from rank 0 (Ray forwards it to the driver's console).
+    print(
+        f"epoch {epoch}: loss {metrics.get('train_loss', float('nan')):.3f}, validation "
+        f"accuracy {metrics.get('val_accuracy', float('nan')):.1%}, "
+        f"{metrics.get('images_per_second', 0):.0f} images/s",
+        flush=True,
+    )
     ray.train.report(
         metrics,
         checkpoint=ray.train.Checkpoint.from_directory(str(checkpoint_folder)),

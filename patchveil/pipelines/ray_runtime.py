@@ -10,7 +10,11 @@ from patchveil.config import PlatformConfig
 RAY_ADDRESS_ENV = "RAY_ADDRESS"
 
 
-def ensure_ray(config: PlatformConfig | None = None, num_cpus: int | None = None) -> str:
+def ensure_ray(
+    config: PlatformConfig | None = None,
+    num_cpus: int | None = None,
+    log_to_driver: bool = False,
+) -> str:
     """Make sure this process talks to Ray; return "connected", "started" or "running".
 
     With `RAY_ADDRESS` set (e.g. `ray://head:10001` or `auto`) the process joins that cluster;
@@ -18,6 +22,7 @@ def ensure_ray(config: PlatformConfig | None = None, num_cpus: int | None = None
     least 4, so a training worker, Ray Data and the small tenant actors all fit) and no
     dashboard. A Ray already initialised in this process (a test session, a notebook) is kept.
     `config` is accepted so callers pass what they have; the address comes from the environment.
+    `log_to_driver` shows the workers' output (training progress) on this process's console.
     """
     import ray
 
@@ -25,12 +30,12 @@ def ensure_ray(config: PlatformConfig | None = None, num_cpus: int | None = None
         return "running"
     address = os.environ.get(RAY_ADDRESS_ENV, "")
     if address:
-        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=log_to_driver)
         return "connected"
     ray.init(
         num_cpus=num_cpus or max(4, os.cpu_count() or 1),
         include_dashboard=False,
         namespace=NAMESPACE,
-        log_to_driver=False,
+        log_to_driver=log_to_driver,
     )
     return "started"

@@ -96,6 +96,7 @@ def fit_task(
     num_workers: int,
     use_gpu: bool,
     max_failures: int,
+    cpus_per_worker: float = 1.0,
 ) -> dict[str, Any]:
     """Train on the version's ciphertext with Ray Train; the checkpoint and per-epoch metrics."""
     result = fit_shared_model(
@@ -107,6 +108,7 @@ def fit_task(
         num_workers=num_workers,
         use_gpu=use_gpu,
         max_failures=max_failures,
+        cpus_per_worker=cpus_per_worker,
     )
     return result.to_json()
 
@@ -205,6 +207,7 @@ def train_shared_model(
     max_failures: int = 2,
     model_name: str | None = None,
     invariance_group: str | None = None,
+    cpus_per_worker: float = 1.0,
 ) -> dict[str, Any]:
     """Train the shared ViT on a dataset version's ciphertext and record it in the registry.
 
@@ -253,6 +256,7 @@ def train_shared_model(
             num_workers,
             use_gpu,
             max_failures,
+            cpus_per_worker,
         )
     )
     card = model_card(

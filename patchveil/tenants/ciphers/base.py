@@ -162,7 +162,9 @@ class Cipher:
         out = out.reshape(batch.shape)
         return out[0] if images.ndim == 3 else out
 
-    def transform_per_image(self, flat: np.ndarray, nonces: np.ndarray, inverse: bool) -> np.ndarray:
+    def transform_per_image(
+        self, flat: np.ndarray, nonces: np.ndarray, inverse: bool
+    ) -> np.ndarray:
         """Per-image ciphers implement this instead of `build`."""
         raise NotImplementedError
 
