@@ -1,0 +1,50 @@
+"""Block groups: names, orders, and the same group on the cipher and the model side."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from patchveil.groups import GROUP_NAMES, parse_group
+from patchveil.models.preprocess import images_to_tensor
+from patchveil.models.vit import ModelSpec, create_vit_from_spec
+from patchveil.tenants.ciphers import create_cipher
+from patchveil.tenants.ciphers.disposable import group_tables
+from patchveil.tenants.keys import CipherSpec, Key
+
+
+@pytest.mark.parametrize("name", GROUP_NAMES)
+def test_group_tables_hold_every_element_once(name: str) -> None:
+    orders, flips = group_tables(name, 4)
+    assert len(orders) == parse_group(name).order
+    elements = {tuple(order) + tuple(flip) for order, flip in zip(orders, flips, strict=True)}
+    assert len(elements) == len(orders)
+    assert all(sorted(order) == list(range(48)) for order in orders)
+
+
+def test_unknown_group_is_refused_on_both_sides() -> None:
+    with pytest.raises(ValueError, match="choose one of"):
+        parse_group("np_np")
+    with pytest.raises(Exception, match="choose one of"):
+        create_cipher(Key.generate("t", CipherSpec("disposable", 4, 16, (("group", "xy"),))))
+
+
+@pytest.mark.parametrize("name", ["none", "np", "cs", "rf", "np_cs", "np_cs_rf"])
+def test_invariant_vit_ignores_every_disposable_key(name: str) -> None:
+    """Exact key independence: the same logits for plain images and for any per-image key."""
+    torch.manual_seed(0)
+    variant = "position_free" if name == "none" else "invariant"
+    spec = ModelSpec(variant, "test", 16, 4, 10, invariance_group=None if name == "none" else name)
+    model = create_vit_from_spec(spec).eval()
+    images = np.random.default_rng(1).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    with torch.no_grad():
+        reference = model(images_to_tensor(images))
+        for tenant in ("a", "b"):
+            cipher = create_cipher(
+                Key.generate(tenant, CipherSpec("disposable", 4, 16, (("group", name),)))
+            )
+            encrypted = cipher.encrypt(images, np.arange(3) + 100)
+            assert not np.array_equal(encrypted, images)
+            logits = model(images_to_tensor(encrypted))
+            torch.testing.assert_close(logits, reference, atol=1e-5, rtol=0)
