@@ -121,6 +121,24 @@ ROWS = (
         note="fresh key per image: block order only (jigsaw); position-free ViT",
     ),
     Row(
+        "disposable_keys_block_order_mixup",
+        "disposable",
+        "position_free",
+        "independent",
+        params=(("group", "none"),),
+        augment=AugmentConfig(mixup_alpha=0.2),
+        note="block order only, mixup (alpha 0.2) within each tenant's key",
+    ),
+    Row(
+        "disposable_keys_block_order_block_cutmix",
+        "disposable",
+        "position_free",
+        "independent",
+        params=(("group", "none"),),
+        augment=AugmentConfig(block_cutmix_prob=0.5),
+        note="block order only, block-granular cutmix (p 0.5) within each tenant's key",
+    ),
+    Row(
         "plain_tenant_augmentation",
         "plain",
         "standard",
@@ -385,9 +403,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "rows": results,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "paper_table.json", payload)
-    write_text(args.out / "paper_table.md", markdown(payload))
-    chart(payload, args.out / "paper_table.png")
+    write_json(args.out / f"{args.name}.json", payload)
+    write_text(args.out / f"{args.name}.md", markdown(payload))
+    chart(payload, args.out / f"{args.name}.png")
     print(markdown(payload))
     return payload
 
