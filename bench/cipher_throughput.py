@@ -51,9 +51,12 @@ def main() -> None:
     for name in available_ciphers():
         key = Key.generate("bench", CipherSpec(name, args.block_size, images.shape[1]))
         cipher = create_cipher(key)
-        encrypt_seconds = best_seconds(lambda cipher=cipher: cipher.encrypt(images), args.repeats)
-        encrypted = cipher.encrypt(images)
-        decrypt_seconds = best_seconds(lambda c=cipher, e=encrypted: c.decrypt(e), args.repeats)
+        nonces = np.arange(count) if cipher.per_image else None
+        encrypt_seconds = best_seconds(lambda c=cipher: c.encrypt(images, nonces), args.repeats)
+        encrypted = cipher.encrypt(images, nonces)
+        decrypt_seconds = best_seconds(
+            lambda c=cipher, e=encrypted: c.decrypt(e, nonces), args.repeats
+        )
         rows.append(
             {
                 "cipher": name,
