@@ -52,10 +52,12 @@ def main() -> None:
         key = Key.generate("bench", CipherSpec(name, args.block_size, images.shape[1]))
         cipher = create_cipher(key)
         nonces = np.arange(count) if cipher.per_image else None
-        encrypt_seconds = best_seconds(lambda c=cipher: c.encrypt(images, nonces), args.repeats)
+        encrypt_seconds = best_seconds(
+            lambda c=cipher, n=nonces: c.encrypt(images, n), args.repeats
+        )
         encrypted = cipher.encrypt(images, nonces)
         decrypt_seconds = best_seconds(
-            lambda c=cipher, e=encrypted: c.decrypt(e, nonces), args.repeats
+            lambda c=cipher, e=encrypted, n=nonces: c.decrypt(e, n), args.repeats
         )
         rows.append(
             {
