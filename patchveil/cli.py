@@ -53,7 +53,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
         if args.version is None:
             raise PatchveilError("keys retire needs --version N")
         store.retire(args.tenant, args.version)
-        print(f"tenant {args.tenant}: key version {args.version} retired (secret destroyed)")
+        print(f"tenant {args.tenant}: key version {args.version} retired (its sealed copy erased)")
     else:
         versions = store.describe(args.tenant)
         if not versions:
