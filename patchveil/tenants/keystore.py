@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -259,6 +261,16 @@ class KeyStore:
             created_at=metadata["created_at"],
             _secret=secret,
         )
+
+    def fingerprint_secret(self) -> bytes:
+        """A secret of this store for keyed fingerprints of the tenant's data (HMAC key).
+
+        Derived from the key-encryption key, so it survives key rotation but never leaves the
+        tenant: the platform can compare fingerprints, not confirm a guess of the images.
+        """
+        if self._kek is None:
+            self._kek = self._open_or_create()
+        return hmac.new(self._kek, b"patchveil/source-fingerprint/v1", hashlib.sha256).digest()
 
     def reserve_nonces(self, tenant_id: str, count: int) -> int:
         """Reserve `count` fresh per-image nonces for the tenant; returns the first one.
