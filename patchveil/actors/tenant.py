@@ -89,11 +89,11 @@ def nonce_of(tenant_id: str, sample: str) -> int:
     return int(match.group("index")) + variant * AUGMENT_NONCE_STRIDE
 
 
-def source_fingerprint(data: LabeledImages, secret: bytes) -> str:
+def source_fingerprint(data: LabeledImages, hmac_key: bytes) -> str:
     """HMAC-SHA-256, under a secret of the tenant's key store, over a source's pixels, labels
     and shape: the same images give the same value, and only the tenant can compute it (the
     platform, which stores it, cannot confirm a guess of the images)."""
-    digest = hmac.new(secret, b"patchveil/source/v1", hashlib.sha256)
+    digest = hmac.new(hmac_key, b"patchveil/source/v1", hashlib.sha256)
     digest.update(repr(tuple(data.images.shape)).encode())
     digest.update(np.ascontiguousarray(data.images).data)
     digest.update(data.labels.astype("<i8").tobytes())
@@ -503,7 +503,7 @@ class TenantActor:
             self._sources.move_to_end(cache_key)
             return self._sources[cache_key]
         data = load_source(path)
-        loaded = _Source(data, source_fingerprint(data, self._tenant.store.fingerprint_secret()))
+        loaded = _Source(data, source_fingerprint(data, self._tenant.store.fingerprint_key()))
         self._sources[cache_key] = loaded
         while len(self._sources) > _CACHED_SOURCES:
             self._sources.popitem(last=False)

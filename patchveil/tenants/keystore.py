@@ -262,7 +262,7 @@ class KeyStore:
             _secret=secret,
         )
 
-    def fingerprint_secret(self) -> bytes:
+    def fingerprint_key(self) -> bytes:
         """A secret of this store for keyed fingerprints of the tenant's data (HMAC key).
 
         Derived from the key-encryption key, so it survives key rotation but never leaves the

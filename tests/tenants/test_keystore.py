@@ -445,14 +445,14 @@ def test_nonces_need_a_key_and_a_sound_counter(root: Path) -> None:
         store.reserve_nonces("acme", 1)
 
 
-def test_fingerprint_secret_is_stable_per_store_and_differs_between_stores(
+def test_fingerprint_key_is_stable_per_store_and_differs_between_stores(
     tmp_path: Path,
 ) -> None:
     first = KeyStore(tmp_path / "one")
     first.create("acme", SPEC)
-    secret = first.fingerprint_secret()
+    secret = first.fingerprint_key()
     first.rotate("acme")
-    assert KeyStore(tmp_path / "one").fingerprint_secret() == secret  # survives rotation
+    assert KeyStore(tmp_path / "one").fingerprint_key() == secret  # survives rotation
     other = KeyStore(tmp_path / "two")
     other.create("acme", SPEC)
-    assert other.fingerprint_secret() != secret and len(secret) == 32
+    assert other.fingerprint_key() != secret and len(secret) == 32
