@@ -32,8 +32,8 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="patchveil-onboarding-bench-"))
     os.environ["PATCHVEIL_HOME"] = str(work / "platform")
-    from patchveil.cli_platform import use_platform_home_for_prefect
     from patchveil.config import PlatformConfig
+    from patchveil.pipelines.prefect_home import use_platform_home_for_prefect
 
     config = PlatformConfig.from_env()
     use_platform_home_for_prefect(config)

@@ -135,17 +135,13 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_ciphers(args: argparse.Namespace) -> int:
-    from patchveil.tenants.ciphers import available_ciphers, cipher_class, key_space_bits
-    from patchveil.tenants.keys import CipherSpec
+    from patchveil.tenants.ciphers import key_space_table
 
-    # Every size first: a bad geometry must fail before half a table is printed.
-    bits = {
-        name: key_space_bits(CipherSpec(name, args.block_size, args.image_size))
-        for name in available_ciphers()
-    }
+    # The whole table first: a bad geometry must fail before half a table is printed.
+    table = key_space_table(args.block_size, args.image_size)
     print(f"{'cipher':<14}{'key space (bits)':>18}  description")
-    for name, size in bits.items():
-        print(f"{name:<14}{size:>18.1f}  {cipher_class(name).summary}")
+    for name, size, summary in table:
+        print(f"{name:<14}{size:>18.1f}  {summary}")
     print("Key-space size counts distinct transforms; it is not a security claim.")
     return 0
 

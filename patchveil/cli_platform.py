@@ -20,16 +20,9 @@ def _use_home(args: argparse.Namespace) -> None:
     if getattr(args, "home", None):
         os.environ["PATCHVEIL_HOME"] = str(Path(args.home).resolve())
     from patchveil.config import PlatformConfig
+    from patchveil.pipelines.prefect_home import use_platform_home_for_prefect
 
     use_platform_home_for_prefect(PlatformConfig.from_env())
-
-
-def use_platform_home_for_prefect(config: Any) -> None:
-    """Keep Prefect's own state (its SQLite database, results) under the platform home unless
-    the operator configured Prefect otherwise, and send no telemetry. Call before Prefect loads."""
-    os.environ.setdefault("PREFECT_HOME", str(Path(config.home) / "prefect"))
-    Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def _print(result: Any, as_json: bool, text: str) -> None:

@@ -46,8 +46,8 @@ def main() -> None:
     out.mkdir(parents=True)
     # The platform's home (registry, datasets, checkpoints, Prefect state) for this demo.
     os.environ["PATCHVEIL_HOME"] = str(out / "platform")
-    from patchveil.cli_platform import use_platform_home_for_prefect
     from patchveil.config import PlatformConfig
+    from patchveil.pipelines.prefect_home import use_platform_home_for_prefect
 
     config = PlatformConfig.from_env()
     use_platform_home_for_prefect(config)
@@ -88,7 +88,7 @@ def main() -> None:
     dataset = onboarded["tenants"][0]["dataset"]
 
     stage("3. What each cipher hides, and key spaces (a count of transforms, not a security claim)")
-    from patchveil.tenants.ciphers import available_ciphers, cipher_class, key_space_bits
+    from patchveil.tenants.ciphers import key_space_table
     from patchveil.tenants.imageio import write_png
     from patchveil.tenants.keys import CipherSpec
     from patchveil.tenants.preview import cipher_gallery
@@ -96,9 +96,8 @@ def main() -> None:
     gallery, _ = cipher_gallery(test.images[:6], BLOCK_SIZE)
     write_png(out / "ciphers.png", gallery)
     print(f"  picture: {out / 'ciphers.png'}")
-    for name in available_ciphers():
-        bits = key_space_bits(CipherSpec(name, BLOCK_SIZE, train.image_size))
-        print(f"  {name:<13}{bits:>7.0f} bits  {cipher_class(name).summary}")
+    for name, bits, summary in key_space_table(BLOCK_SIZE, train.image_size):
+        print(f"  {name:<13}{bits:>7.0f} bits  {summary}")
 
     stage(f"4. Training the shared ViT on ciphertext only (Ray Train, {epochs} epochs)")
     from patchveil.pipelines.training import train_shared_model

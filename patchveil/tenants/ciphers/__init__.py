@@ -16,6 +16,7 @@ from patchveil.tenants.ciphers.base import (
     cipher_class,
     create_cipher,
     key_space_bits,
+    key_space_table,
     register_cipher,
 )
 
@@ -26,5 +27,6 @@ __all__ = [
     "cipher_class",
     "create_cipher",
     "key_space_bits",
+    "key_space_table",
     "register_cipher",
 ]

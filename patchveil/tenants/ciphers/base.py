@@ -64,6 +64,14 @@ def key_space_bits(spec: CipherSpec) -> float:
     return cipher_class(spec.name).key_space_bits(spec)
 
 
+def key_space_table(block_size: int, image_size: int) -> list[tuple[str, float, str]]:
+    """(name, key-space bits, summary) of every registered cipher on one geometry."""
+    return [
+        (name, key_space_bits(CipherSpec(name, block_size, image_size)), _REGISTRY[name].summary)
+        for name in available_ciphers()
+    ]
+
+
 def log2_factorial(n: int) -> float:
     return math.lgamma(n + 1) / math.log(2)
 
