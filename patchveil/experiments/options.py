@@ -20,4 +20,9 @@ def add_paper_table_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu", action="store_true", help="train on CUDA")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default="paper_table", help="file stem of the outputs")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the rows an earlier run with the same --name and settings finished",
+    )
     parser.add_argument("--data", type=Path, help="CIFAR-10 folder (default: the shared subset)")

@@ -13,6 +13,7 @@ tenant's training share.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -137,6 +138,14 @@ ROWS = (
         params=(("group", "none"),),
         augment=AugmentConfig(block_cutmix_prob=0.5),
         note="block order only, block-granular cutmix (p 0.5) within each tenant's key",
+    ),
+    Row(
+        "plain_block_cutmix",
+        "plain",
+        "standard",
+        "shared",
+        augment=AugmentConfig(block_cutmix_prob=0.5),
+        note="upper reference with the same block cutmix (p 0.5)",
     ),
     Row(
         "plain_tenant_augmentation",
@@ -334,6 +343,23 @@ def markdown(payload: dict[str, Any]) -> str:
         "retraining). Cross-tenant: tenant t's test images under tenant t+1's key. Key space",
         "counts distinct transforms and is not a security claim.",
     ]
+    if payload.get("pending"):
+        lines += ["", f"**Partial run**: rows still to run: {', '.join(payload['pending'])}."]
+    if payload.get("goal"):
+        lines += [
+            "",
+            "Goal check (issue #5): own key >= 95% of the plain reference AND fresh key >= 95% "
+            "of own key.",
+            "",
+            "| row | reference | own / plain | fresh / own | met |",
+            "|---|---|---:|---:|---|",
+        ]
+        for check in payload["goal"]:
+            lines.append(
+                f"| {check['row']} | {check['reference']} | "
+                f"{100 * check['own_over_plain']:.1f}% | {100 * check['fresh_over_own']:.1f}% | "
+                f"{'yes' if check['met'] else 'no'} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -368,10 +394,58 @@ def chart(payload: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
+SETTINGS = ("epochs", "size", "block_size", "batch_size", "seed", "tenants", "limit")
+
+
+def settings_of(args: argparse.Namespace) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in SETTINGS}
+
+
+def finished_rows(path: Path, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Rows of an earlier run with the same settings, to resume a long table after a stop."""
+    if not path.exists():
+        return {}
+    earlier = json.loads(path.read_text())
+    if earlier.get("settings") != settings_of(args):
+        sys.exit(
+            f"paper_table: {path} was run with other settings ({earlier.get('settings')}); "
+            "pass another --name or leave out --resume"
+        )
+    return {row["name"]: row for row in earlier["rows"]}
+
+
+def goal_check(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's goal for each key-management-free row, against each plain reference run."""
+    references = [row for row in rows if row["cipher"] == "plain"]
+    checks = []
+    for row in rows:
+        if row["keys"] != "independent":
+            continue
+        own, fresh = row["own_key_accuracy"], row["fresh_key_accuracy"]
+        for reference in references:
+            own_ratio = own / reference["own_key_accuracy"]
+            fresh_ratio = fresh / own if own else 0.0
+            checks.append(
+                {
+                    "row": row["name"],
+                    "reference": reference["name"],
+                    "own_over_plain": own_ratio,
+                    "fresh_over_own": fresh_ratio,
+                    "met": own_ratio >= 0.95 and fresh_ratio >= 0.95,
+                }
+            )
+    return checks
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     folder = args.data or default_cifar_dir()
     if folder is None:
         sys.exit("paper_table: no CIFAR-10 folder found; pass --data DIR")
+    unknown = sorted(set(args.rows or ()) - {row.name for row in ROWS})
+    if unknown:
+        sys.exit(f"paper_table: unknown rows {unknown}; rows are {[row.name for row in ROWS]}")
+    json_path = args.out / f"{args.name}.json"
+    done = finished_rows(json_path, args) if args.resume else {}
     train_all = load_cifar(folder, "train")
     test = load_cifar(folder, "test")
     if args.limit:
@@ -385,28 +459,49 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         shares.append((train, held_out, test_parts[tenant_id]))
     rows = [row for row in ROWS if not args.rows or row.name in args.rows]
     # The key-management-free rows run first (they are what a long run is waiting to learn);
-    # the table lists rows in the order of ROWS.
-    results_by_name = {}
+    # the table lists rows in the order of ROWS. After every row the outputs are rewritten, so
+    # a stopped run keeps what it finished and `--resume` runs only the rest.
+    results_by_name = {row.name: done[row.name] for row in rows if row.name in done}
+    data = (
+        f"CIFAR-10 at {folder.name}: {len(train_all)} training images split IID over "
+        f"{args.tenants} tenants (10% of each held out for validation), {len(test)} test images"
+    )
+    payload: dict[str, Any] = {}
     for row in sorted(rows, key=lambda row: row.cipher != "disposable"):
+        if row.name in results_by_name:
+            print(f"row {row.name}: kept from {json_path}", flush=True)
+            continue
         print(f"row {row.name}: {row.cipher} / {row.variant} / {row.keys} keys", flush=True)
-        results_by_name[row.name] = run_row(row, shares, test, args)
-    results = [results_by_name[row.name] for row in rows]
+        result = run_row(row, shares, test, args)
+        results_by_name[row.name] = {**result, **provenance()}
+        payload = save(args, data, rows, results_by_name)
+    if not payload:
+        payload = save(args, data, rows, results_by_name)
+    print(markdown(payload))
+    return payload
+
+
+def save(
+    args: argparse.Namespace,
+    data: str,
+    rows: list[Row],
+    results_by_name: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    results = [results_by_name[row.name] for row in rows if row.name in results_by_name]
     payload = {
         **provenance(),
-        "data": f"CIFAR-10 at {folder.name}: {len(train_all)} training images split IID over "
-        f"{args.tenants} tenants (10% of each held out for validation), {len(test)} test images",
-        "epochs": args.epochs,
-        "size": args.size,
-        "block_size": args.block_size,
-        "batch_size": args.batch_size,
+        "data": data,
+        **{name: getattr(args, name) for name in ("epochs", "size", "block_size", "batch_size")},
         "seed": args.seed,
+        "settings": settings_of(args),
+        "pending": [row.name for row in rows if row.name not in results_by_name],
         "rows": results,
+        "goal": goal_check(results),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / f"{args.name}.json", payload)
     write_text(args.out / f"{args.name}.md", markdown(payload))
     chart(payload, args.out / f"{args.name}.png")
-    print(markdown(payload))
     return payload
 
 

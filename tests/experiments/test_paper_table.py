@@ -32,3 +32,22 @@ def test_paper_table_writes_json_markdown_and_chart(tmp_path: Path) -> None:
     assert free["own_key_accuracy"] == pytest.approx(free["plain_accuracy"], abs=0.02)
     assert "| disposable_keys_block_order |" in (tmp_path / "paper_table.md").read_text()
     assert (tmp_path / "paper_table.png").stat().st_size > 1000
+
+
+def test_a_stopped_table_resumes_with_the_rows_it_finished(tmp_path: Path) -> None:
+    argv = ["--size", "test", "--epochs", "1", "--limit", "160", "--out", str(tmp_path)]
+    first = main([*argv, "--rows", "plain"])
+    assert first["pending"] == []
+    kept = first["rows"][0]
+    second = main([*argv, "--resume", "--rows", "plain", "disposable_keys_block_order"])
+    assert second["rows"][0] == kept  # not trained again
+    assert [row["name"] for row in second["rows"]] == ["plain", "disposable_keys_block_order"]
+    goal = second["goal"]
+    assert [(check["row"], check["reference"]) for check in goal] == [
+        ("disposable_keys_block_order", "plain")
+    ]
+    assert "Goal check" in (tmp_path / "paper_table.md").read_text()
+    with pytest.raises(SystemExit, match="other settings"):
+        main([*argv[:3], "2", *argv[4:], "--resume", "--rows", "plain"])
+    with pytest.raises(SystemExit, match="unknown rows"):
+        main([*argv, "--rows", "no_such_row"])
