@@ -33,6 +33,7 @@ import numpy as np
 from patchveil.config import RAY_NAMESPACE, PlatformConfig, check_tenant_id
 from patchveil.datasets import storage
 from patchveil.datasets.schema import (
+    AUGMENTED_SUFFIX,
     SPLITS,
     ShardMetadata,
     encrypted_batch_to_table,
@@ -74,7 +75,11 @@ def actor_name(tenant_id: str) -> str:
 
 def sample_id(tenant_id: str, index: int, variant: int = 0) -> str:
     """`<tenant>:<index>` for an image, `<tenant>:<index>:aug<k>` for its k-th augmented variant."""
-    return f"{tenant_id}:{index}" if variant == 0 else f"{tenant_id}:{index}:aug{variant}"
+    return (
+        f"{tenant_id}:{index}"
+        if variant == 0
+        else f"{tenant_id}:{index}{AUGMENTED_SUFFIX}{variant}"
+    )
 
 
 def nonce_of(tenant_id: str, sample: str) -> int:

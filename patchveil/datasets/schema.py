@@ -26,6 +26,9 @@ COLUMNS = (IMAGE, LABEL, TENANT_ID, KEY_VERSION, SAMPLE_ID, SPLIT)
 # A tenant holds out part of its images at onboarding: the platform validates on them (each
 # under that tenant's own key) and never trains on them.
 SPLITS = ("train", "validation")
+# A tenant may store K crop/flip variants of a training image (onboarding's augment_variants):
+# their sample ids end in `:aug<k>`, k = 1..K; the original image is variant 0.
+AUGMENTED_SUFFIX = ":aug"
 
 # Schema metadata keys (bytes, as Arrow stores them).
 _META_FORMAT = b"patchveil_format"
@@ -247,3 +250,12 @@ def table_to_arrays(table: pa.Table | pa.RecordBatch) -> EncryptedArrays:
         sample_ids=np.asarray(table.column(SAMPLE_ID).to_pylist(), dtype=object),
         splits=np.asarray(table.column(SPLIT).to_pylist(), dtype=object),
     )
+
+
+def augmented_variants(sample_ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """The variant number of each row: k for a sample id ending in `:aug<k>`, 0 otherwise."""
+    import pyarrow.compute as pc
+
+    found = pc.extract_regex(sample_ids, rf"{AUGMENTED_SUFFIX}(?P<k>\d+)$")
+    numbers = pc.cast(pc.struct_field(found, [0]), pa.int64())
+    return np.asarray(pc.fill_null(numbers, 0).to_numpy(zero_copy_only=False), dtype=np.int64)

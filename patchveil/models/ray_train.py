@@ -10,6 +10,7 @@ never holds a key, so nothing here could decrypt even if it tried.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
@@ -28,7 +29,15 @@ import torch
 
 from patchveil.datasets import images_from_column, load_manifest, storage
 from patchveil.datasets.manifest import DatasetVersion
-from patchveil.datasets.schema import IMAGE, KEY_VERSION, LABEL, SPLIT, TENANT_ID
+from patchveil.datasets.schema import (
+    IMAGE,
+    KEY_VERSION,
+    LABEL,
+    SAMPLE_ID,
+    SPLIT,
+    TENANT_ID,
+    augmented_variants,
+)
 from patchveil.errors import PatchveilError
 from patchveil.models.checkpoint import (
     MODEL_FILE,
@@ -77,6 +86,7 @@ TRAINER_CONFIG_KEYS = frozenset(
         "groups",
         "validation_tenants",
         "train_rows",
+        "train_phases",
         "num_workers",
         "use_gpu",
         "inject_failure_at_epoch",
@@ -306,7 +316,10 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
         optimizer.load_state_dict(training_state["optimizer"])
         scheduler.load_state_dict(training_state["scheduler"])
 
-    train_shard = ray.train.get_dataset_shard(TRAIN_DATASET)
+    # With tenant-side augmentation every epoch reads one "phase": one stored variant of each
+    # training image (see `training_phase_name`), so an epoch has the same size with or without it.
+    phases = int(config.get("train_phases", 1))
+    train_shards = [ray.train.get_dataset_shard(training_phase_name(p)) for p in range(phases)]
     # Rank 0 validates on every held-out image: exact per-tenant figures whatever the number of
     # workers; the others wait at the report. Held-out sets are small, so they are read directly
     # from the version's shards once, not streamed through Ray Data every epoch.
@@ -324,7 +337,9 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
         epoch_seed = train_config.seed * 100_003 + epoch * 1_009 + rank
         stats = train_one_epoch(
             model,
-            _encrypted_batches(train_shard, train_config.batch_size, groups, epoch_seed),
+            _encrypted_batches(
+                train_shards[(epoch - 1) % phases], train_config.batch_size, groups, epoch_seed
+            ),
             optimizer,
             scheduler,
             train_config,
@@ -341,6 +356,7 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
             "epoch": epoch,
             "train_loss": loss_sum / max(1.0, images),
             "train_accuracy": correct / max(1.0, images),
+            "train_images": int(images),
             "epoch_seconds": epoch_seconds,
             "images_per_second": images / epoch_seconds if epoch_seconds > 0 else 0.0,
             "resumed_from_epoch": resumed_from_epoch,
@@ -390,6 +406,33 @@ def _count_rows(version: DatasetVersion) -> dict[tuple[str, str], int]:
     }
 
 
+def training_variants(version: DatasetVersion) -> dict[str, int]:
+    """How many versions of each training image a tenant stored: 1 + its augment_variants K."""
+    table = read_columns(version, [TENANT_ID, SAMPLE_ID], split=TRAIN_DATASET)
+    variants: dict[str, int] = {}
+    for tenant_id, variant in zip(
+        table.column(TENANT_ID).to_pylist(),
+        augmented_variants(table.column(SAMPLE_ID)).tolist(),
+        strict=True,
+    ):
+        variants[tenant_id] = max(variants.get(tenant_id, 1), variant + 1)
+    return variants
+
+
+def training_phase_name(phase: int) -> str:
+    """The Ray dataset of one phase: `train` (phase 0, the original images), `train_aug<k>`."""
+    return TRAIN_DATASET if phase == 0 else f"{TRAIN_DATASET}_aug{phase}"
+
+
+def select_phase(table: Any, phase: int, variants: Mapping[str, int]) -> Any:
+    """Rows of one phase: variant `phase mod n` of each image of a tenant that stored n."""
+    import pyarrow as pa
+
+    wanted = np.array([phase % variants.get(t, 1) for t in table.column(TENANT_ID).to_pylist()])
+    keep = augmented_variants(table.column(SAMPLE_ID)) == wanted
+    return table.filter(pa.array(keep, type=pa.bool_())).select(_COLUMNS)
+
+
 def _check_fits(version: DatasetVersion, spec: ModelSpec, train_config: TrainConfig) -> None:
     if spec.image_size != version.image_size or spec.patch_size != version.block_size:
         raise PatchveilError(
@@ -431,10 +474,24 @@ def split_dataset(uri_or_uris: str | list[str], split: str) -> Any:
     return dataset.filter(expr=col(SPLIT) == lit(split)).select_columns(_COLUMNS)
 
 
-def _training_rows(shards: list[str], rows: int, image_size: int) -> Any:
-    """The training split, mixed across shards; kept in Ray's object store when it is small,
-    so that every epoch streams from memory instead of re-reading and re-filtering Parquet."""
-    dataset = split_dataset(shards, TRAIN_DATASET).randomize_block_order()
+def _training_rows(
+    shards: list[str], rows: int, image_size: int, phase: int, variants: Mapping[str, int]
+) -> Any:
+    """One phase of the training split, mixed across shards; kept in Ray's object store when it
+    is small, so that every epoch streams from memory instead of re-reading and re-filtering
+    Parquet. Without tenant-side augmentation there is one phase: every training row."""
+    import ray.data
+    from ray.data.expressions import col, lit
+
+    dataset = (
+        ray.data.read_parquet(shards, columns=[*_COLUMNS, SAMPLE_ID, SPLIT])
+        .filter(expr=col(SPLIT) == lit(TRAIN_DATASET))
+        .map_batches(
+            functools.partial(select_phase, phase=phase, variants=dict(variants)),
+            batch_format="pyarrow",
+        )
+        .randomize_block_order()
+    )
     if rows * image_size * image_size * 3 <= MATERIALIZE_LIMIT_BYTES:
         dataset = dataset.materialize()
     return dataset
@@ -466,7 +523,14 @@ def build_trainer(
     version = load_manifest(dataset_version_uri)
     _check_fits(version, model_spec, train_config)
     rows = _count_rows(version)
-    train_rows = sum(count for (split, _), count in rows.items() if split == TRAIN_DATASET)
+    variants = training_variants(version)
+    phases = max(variants.values(), default=1)
+    # Rows of one epoch: one version of each training image.
+    train_rows = sum(
+        count // variants.get(tenant_id, 1)
+        for (split, tenant_id), count in rows.items()
+        if split == TRAIN_DATASET
+    )
     if train_rows == 0:
         raise PatchveilError(
             f"dataset {version.name!r} v{version.version} has no training rows (split 'train')"
@@ -485,6 +549,7 @@ def build_trainer(
         ],
         "validation_tenants": validation_tenants,
         "train_rows": train_rows,
+        "train_phases": phases,
         "num_workers": num_workers,
         "use_gpu": use_gpu,
         "inject_failure_at_epoch": inject_failure_at_epoch,
@@ -507,8 +572,15 @@ def build_trainer(
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
         # Training rows are split equally over the workers (equal batch counts keep DDP in step).
-        datasets={TRAIN_DATASET: _training_rows(shards, train_rows, model_spec.image_size)},
-        dataset_config=DataConfig(datasets_to_split=[TRAIN_DATASET]),
+        datasets={
+            training_phase_name(phase): _training_rows(
+                shards, train_rows, model_spec.image_size, phase, variants
+            )
+            for phase in range(phases)
+        },
+        dataset_config=DataConfig(
+            datasets_to_split=[training_phase_name(phase) for phase in range(phases)]
+        ),
     )
 
 

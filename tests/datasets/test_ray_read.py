@@ -25,7 +25,14 @@ def test_read_parquet_over_a_version_folder(tmp_path: Path, ray_session: Any) ->
 
     dataset = ray.data.read_parquet(published.uri)
     assert dataset.count() == 7
-    assert dataset.schema().names == ["image", "label", "tenant_id", "key_version", "sample_id", "split"]
+    assert dataset.schema().names == [
+        "image",
+        "label",
+        "tenant_id",
+        "key_version",
+        "sample_id",
+        "split",
+    ]
     batch = dataset.take_batch(7, batch_format="pyarrow")
     arrays = table_to_arrays(batch)
     assert arrays.images.shape == (7, 8, 8, 3)

@@ -58,8 +58,13 @@ def publish_tiny_dataset(
     name: str = "tiny",
     train_per_tenant: int = 160,
     validation_per_tenant: int = 48,
+    augment_variants: dict[str, int] | None = None,
 ) -> TinyDataset:
-    """Publish `<root>/<name>/v1`: per tenant one train and one validation shard."""
+    """Publish `<root>/<name>/v1`: per tenant one train and one validation shard.
+
+    `augment_variants` {tenant: K}: that tenant's train shard also holds K variants of each
+    image (sample ids `<tenant>:<i>:aug<k>`, as onboarding writes them; here a flip stands in
+    for the tenant's crop/flip)."""
     per_tenant = train_per_tenant + validation_per_tenant
     images, labels = plain_images(per_tenant * len(TENANTS))
     folder = version_uri(str(dataset_root), name, 1)
@@ -74,14 +79,20 @@ def publish_tiny_dataset(
             ("train", slice(0, train_per_tenant)),
             ("validation", slice(train_per_tenant, per_tenant)),
         ):
+            count = len(own_labels[part])
+            part_images = [encrypted[part]]
+            sample_ids = [f"{tenant_id}:{split}{index}" for index in range(count)]
+            variants = (augment_variants or {}).get(tenant_id, 0) if split == "train" else 0
+            for variant in range(1, variants + 1):
+                flipped = images[rows][part][:, :, ::-1] if variant % 2 else images[rows][part]
+                part_images.append(create_cipher(key).encrypt(np.ascontiguousarray(flipped)))
+                sample_ids += [f"{tenant_id}:{split}{index}:aug{variant}" for index in range(count)]
             table = encrypted_batch_to_table(
-                np.ascontiguousarray(encrypted[part]),
-                own_labels[part],
+                np.ascontiguousarray(np.concatenate(part_images)),
+                np.tile(own_labels[part], variants + 1),
                 tenant_id=tenant_id,
                 key_version=key.version,
-                sample_ids=[
-                    f"{tenant_id}-{split}-{index}" for index in range(len(own_labels[part]))
-                ],
+                sample_ids=sample_ids,
                 cipher_name=CIPHER,
                 block_size=BLOCK_SIZE,
                 image_size=IMAGE_SIZE,

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 
@@ -22,6 +23,9 @@ from patchveil.models.ray_train import (
     check_trainer_config,
     fit_shared_model,
     load_trained_model,
+    select_phase,
+    training_phase_name,
+    training_variants,
 )
 from patchveil.models.training import TrainConfig, pick_device, predict_logits
 from patchveil.models.vit import ModelSpec
@@ -186,3 +190,42 @@ def test_a_run_the_cluster_cannot_hold_is_refused(
             run_name="too-big",
             num_workers=16,
         )
+
+
+def test_tenant_side_variants_are_read_one_per_epoch(tmp_path: Path, ray_session: Any) -> None:
+    """acme stored 2 crop/flip variants of each image, bolt none: every epoch still trains on
+    one version of each image (acme's original, then variant 1, then 2; bolt's original)."""
+    ray_session.data.DataContext.get_current().enable_progress_bars = False
+    data = publish_tiny_dataset(
+        tmp_path / "datasets",
+        train_per_tenant=40,
+        validation_per_tenant=16,
+        augment_variants={"acme": 2},
+    )
+    assert training_variants(data.version) == {"acme": 3, "bolt": 1}
+    # A hand-made table whose label is the variant: each phase picks the variant it should.
+    ids = ["acme:0", "acme:0:aug1", "acme:0:aug2", "bolt:0", "bolt:1"]
+    table = pa.table(
+        {
+            "image": pa.array([b"x"] * 5, pa.binary(1)),
+            "label": [0, 1, 2, 0, 0],
+            "tenant_id": ["acme"] * 3 + ["bolt"] * 2,
+            "key_version": [1] * 5,
+            "sample_id": ids,
+        }
+    )
+    for phase, acme_variant in ((0, 0), (1, 1), (2, 2), (3, 0)):
+        chosen = select_phase(table, phase, {"acme": 3, "bolt": 1})
+        assert chosen.column("label").to_pylist() == [acme_variant, 0, 0]
+        assert "sample_id" not in chosen.column_names
+    assert training_phase_name(0) == "train" and training_phase_name(2) == "train_aug2"
+
+    result = fit_shared_model(
+        data.version.uri,
+        SPEC,
+        TrainConfig(epochs=3, batch_size=32, learning_rate=3e-3, warmup_epochs=0.0),
+        storage_path=str(tmp_path / "runs"),
+        run_name="variants",
+        num_workers=0,
+    )
+    assert [entry["train_images"] for entry in result.epochs] == [80, 80, 80]
