@@ -164,9 +164,12 @@ def cmd_data_split(args: argparse.Namespace) -> int:
 
 
 def cmd_paper_table(args: argparse.Namespace) -> int:
-    from patchveil.experiments.paper_table import run
+    from patchveil.experiments.paper_table import render, run
 
-    run(args)
+    if args.render:
+        render(args)
+    else:
+        run(args)
     return 0
 
 

@@ -25,4 +25,9 @@ def add_paper_table_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="keep the rows an earlier run with the same --name and settings finished",
     )
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="only rewrite the Markdown and chart of --name from its JSON (no training)",
+    )
     parser.add_argument("--data", type=Path, help="CIFAR-10 folder (default: the shared subset)")

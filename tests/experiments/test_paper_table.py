@@ -47,6 +47,10 @@ def test_a_stopped_table_resumes_with_the_rows_it_finished(tmp_path: Path) -> No
         ("disposable_keys_block_order", "plain")
     ]
     assert "Goal check" in (tmp_path / "paper_table.md").read_text()
+    (tmp_path / "paper_table.md").unlink()
+    rendered = main([*argv, "--render"])
+    assert rendered["rows"] == second["rows"]
+    assert "| disposable_keys_block_order |" in (tmp_path / "paper_table.md").read_text()
     with pytest.raises(SystemExit, match="other settings"):
         main([*argv[:3], "2", *argv[4:], "--resume", "--rows", "plain"])
     with pytest.raises(SystemExit, match="unknown rows"):
