@@ -201,6 +201,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         use_gpu=args.gpu,
         invariance_group=args.invariance_group,
         cpus_per_worker=args.cpus_per_worker,
+        position_window=args.position_window,
     )
     accuracy = ", ".join(f"{t} {a:.1%}" for t, a in sorted(result["tenant_accuracy"].items()))
     _print(
@@ -305,8 +306,17 @@ def add_platform_commands(commands: argparse._SubParsersAction, param_type: Any)
         "--dataset", required=True, help="dataset name (see `patchveil dataset list`)"
     )
     train.add_argument("--dataset-version", type=int, help="default: the newest")
-    train.add_argument("--variant", default="standard", help="standard, position_free or invariant")
+    train.add_argument(
+        "--variant",
+        default="standard",
+        help="standard, position_free, invariant or window_position",
+    )
     train.add_argument("--invariance-group", help="invariant variant: np, np_cs or np_cs_rf")
+    train.add_argument(
+        "--position-window",
+        type=int,
+        help="window_position variant: the disposable cipher's window (blocks per window side)",
+    )
     train.add_argument("--size", default="cpu", help="cpu, tiny, small, base (test for smoke runs)")
     train.add_argument("--epochs", type=int, default=10)
     train.add_argument("--batch-size", type=int, default=128)

@@ -55,6 +55,7 @@ class Row:
     keys: str  # "independent", "shared"
     params: tuple[tuple[str, Any], ...] = ()
     invariance_group: str | None = None
+    position_window: int | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # The tenant crops/flips its plain images before encrypting: a new variant every epoch
     # (what onboarding with --augment-variants K stores, one variant drawn per epoch).
@@ -140,6 +141,28 @@ ROWS = (
         note="block order only, block-granular cutmix (p 0.5) within each tenant's key",
     ),
     Row(
+        "disposable_keys_window_4_block_cutmix",
+        "disposable",
+        "window_position",
+        "independent",
+        params=(("group", "none"), ("window", 4)),
+        position_window=4,
+        augment=AugmentConfig(block_cutmix_prob=0.5),
+        note="fresh block order per image inside each 4x4-block window (the quadrant a block "
+        "is in stays visible); one position per window; block cutmix",
+    ),
+    Row(
+        "disposable_keys_window_2_block_cutmix",
+        "disposable",
+        "window_position",
+        "independent",
+        params=(("group", "none"), ("window", 2)),
+        position_window=2,
+        augment=AugmentConfig(block_cutmix_prob=0.5),
+        note="fresh block order per image inside each 2x2-block window (8x8-pixel layout "
+        "visible); one position per window; block cutmix",
+    ),
+    Row(
         "plain_block_cutmix",
         "plain",
         "standard",
@@ -223,6 +246,7 @@ def run_row(
         patch_size=args.block_size,
         num_classes=10,
         invariance_group=row.invariance_group,
+        position_window=row.position_window,
     )
     model = create_vit_from_spec(spec)
     device = pick_device(args.gpu)

@@ -65,7 +65,9 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        plain_vector = parameter.ndim <= 1 or name.endswith(("pos_embed", "cls_token"))
+        plain_vector = parameter.ndim <= 1 or name.endswith(
+            ("pos_embed", "window_embed", "cls_token")
+        )
         (no_decay if plain_vector else decay).append(parameter)
     groups = [
         {"params": decay, "weight_decay": config.weight_decay},

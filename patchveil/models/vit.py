@@ -81,6 +81,8 @@ class ModelSpec:
     mlp_ratio: float | None = None
     # Only for the `invariant` variant: the group its patch embedding is invariant to.
     invariance_group: str | None = None
+    # Only for the `window_position` variant: the window side in blocks (the cipher's `window`).
+    position_window: int | None = None
 
     def __post_init__(self) -> None:
         if self.variant not in _VARIANTS:
@@ -111,6 +113,20 @@ class ModelSpec:
                 f"unknown invariance group {self.invariance_group!r}; choose one of "
                 f"{', '.join(INVARIANCE_GROUPS)}"
             )
+        if (self.variant == "window_position") != (self.position_window is not None):
+            raise PatchveilError(
+                "position_window (the disposable cipher's window, in blocks) is set for the "
+                f"window_position variant and only for it; got variant {self.variant!r} with "
+                f"position_window={self.position_window!r}"
+            )
+        if self.position_window is not None:
+            _check_positive("position_window", self.position_window)
+            side = self.image_size // self.patch_size
+            if side % self.position_window:
+                raise PatchveilError(
+                    f"position_window {self.position_window} does not divide the {side} blocks "
+                    "per side"
+                )
         dims = self.dims
         if dims.embed_dim % dims.num_heads:
             raise PatchveilError(
@@ -160,6 +176,7 @@ class ModelSpec:
                         ("num_heads", int),
                         ("mlp_ratio", float),
                         ("invariance_group", str),
+                        ("position_window", int),
                     )
                     if data.get(name) is not None
                 },
@@ -223,6 +240,47 @@ def position_free(spec: ModelSpec) -> VisionTransformer:
     return _timm_vit(spec, class_token=False, pos_embed="none", global_pool="avg")
 
 
+class WindowPositionViT(VisionTransformer):
+    """A position-free ViT plus one learned position per window of w×w blocks: it knows which
+    window a token came from and nothing finer, so any order of the blocks inside a window gives
+    exactly the same output (the `disposable` cipher with `window=w`)."""
+
+    def __init__(self, *, position_window: int, **kwargs: Any) -> None:
+        super().__init__(class_token=False, pos_embed="none", global_pool="avg", **kwargs)
+        side = self.patch_embed.grid_size[0]
+        rows = torch.arange(side) // position_window
+        per_side = side // position_window
+        self.register_buffer(
+            "window_of_token",
+            (rows[:, None] * per_side + rows[None, :]).reshape(-1),
+            persistent=False,
+        )
+        self.window_embed = torch.nn.Parameter(torch.zeros(1, per_side * per_side, self.embed_dim))
+        torch.nn.init.trunc_normal_(self.window_embed, std=0.02)
+
+    def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.view(x.shape[0], -1, x.shape[-1]) + self.window_embed[:, self.window_of_token]
+        return super()._pos_embed(x)
+
+
+@register_variant("window_position")
+def window_position(spec: ModelSpec) -> VisionTransformer:
+    """Position-free inside each window of `position_window` blocks, one learned position per
+    window (the coarse layout the `disposable` cipher keeps with its `window` parameter)."""
+    dims = spec.dims
+    return WindowPositionViT(
+        position_window=int(spec.position_window or 1),
+        img_size=spec.image_size,
+        patch_size=spec.patch_size,
+        in_chans=spec.in_chans,
+        num_classes=spec.num_classes,
+        embed_dim=dims.embed_dim,
+        depth=dims.depth,
+        num_heads=dims.num_heads,
+        mlp_ratio=dims.mlp_ratio,
+    )
+
+
 def create_vit(
     variant: str,
     size: str,
@@ -236,6 +294,7 @@ def create_vit(
     embed_dim: int | None = None,
     num_heads: int | None = None,
     mlp_ratio: float | None = None,
+    position_window: int | None = None,
 ) -> VisionTransformer:
     """Build a registered ViT variant; optionally load a local state dict (never downloads)."""
     spec = ModelSpec(
@@ -249,6 +308,7 @@ def create_vit(
         embed_dim=embed_dim,
         num_heads=num_heads,
         mlp_ratio=mlp_ratio,
+        position_window=position_window,
     )
     return create_vit_from_spec(spec, pretrained_path=pretrained_path)
 

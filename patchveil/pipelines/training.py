@@ -73,6 +73,7 @@ def model_spec_for(
     size: str,
     num_classes: int | None = None,
     invariance_group: str | None = None,
+    position_window: int | None = None,
 ) -> ModelSpec:
     """The ViT that fits a dataset version: patch size = block size, one block per token."""
     return ModelSpec(
@@ -83,6 +84,7 @@ def model_spec_for(
         num_classes=num_classes or count_classes(version),
         in_chans=6 if version.cipher in NIBBLE_CIPHERS else 3,
         invariance_group=invariance_group if variant == "invariant" else None,
+        position_window=position_window if variant == "window_position" else None,
     )
 
 
@@ -208,6 +210,7 @@ def train_shared_model(
     model_name: str | None = None,
     invariance_group: str | None = None,
     cpus_per_worker: float = 1.0,
+    position_window: int | None = None,
 ) -> dict[str, Any]:
     """Train the shared ViT on a dataset version's ciphertext and record it in the registry.
 
@@ -217,7 +220,7 @@ def train_shared_model(
     logger = get_run_logger()
     config = PlatformConfig.from_env()
     version = resolve_dataset_version(config, dataset_name, dataset_version)
-    spec = model_spec_for(version, variant, size, num_classes, invariance_group)
+    spec = model_spec_for(version, variant, size, num_classes, invariance_group, position_window)
     train_config = TrainConfig(
         epochs=epochs,
         batch_size=batch_size,

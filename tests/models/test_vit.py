@@ -324,3 +324,44 @@ def test_models_package_never_imports_tenant_code() -> None:
             else:
                 continue
             assert not [n for n in names if n.startswith("patchveil.tenants")], source.name
+
+
+# --- window_position: the coarse layout kept, the order inside each window ignored -----------
+
+
+def window_order(blocks_per_side: int, window: int, seed: int) -> np.ndarray:
+    """A random block order that moves every block only inside its own window."""
+    rows = np.arange(blocks_per_side) // window
+    windows = (rows[:, None] * (blocks_per_side // window) + rows[None, :]).reshape(-1)
+    order = np.arange(blocks_per_side**2)
+    generator = np.random.default_rng(seed)
+    for number in np.unique(windows):
+        members = np.flatnonzero(windows == number)
+        order[members] = generator.permutation(members)
+    return order
+
+
+@pytest.mark.parametrize("window", [2, 4])
+def test_window_position_ignores_the_order_inside_a_window_only(window: int) -> None:
+    model = small_vit("window_position", position_window=window)
+    with torch.no_grad():
+        model.head.weight.normal_()
+        model.window_embed.normal_()
+    images = random_images(count=4, seed=1)
+    side = IMAGE_SIZE // PATCH_SIZE
+    inside = scramble_blocks(images, PATCH_SIZE, window_order(side, window, seed=3))
+    assert not np.array_equal(inside, images)
+    assert (logits(model, inside) - logits(model, images)).abs().max().item() < 1e-5
+    anywhere = scramble_blocks(images, PATCH_SIZE, np.random.default_rng(4).permutation(side**2))
+    assert (logits(model, anywhere) - logits(model, images)).abs().max().item() > 1e-3
+
+
+def test_window_position_needs_a_window_that_divides_the_grid() -> None:
+    with pytest.raises(PatchveilError, match="position_window"):
+        ModelSpec("window_position", "test", 32, 4, 10)
+    with pytest.raises(PatchveilError, match="only for it"):
+        ModelSpec("position_free", "test", 32, 4, 10, position_window=2)
+    with pytest.raises(PatchveilError, match="does not divide the 8 blocks"):
+        ModelSpec("window_position", "test", 32, 4, 10, position_window=3)
+    spec = ModelSpec("window_position", "test", 32, 4, 10, position_window=4)
+    assert ModelSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 import pickle
@@ -582,3 +583,48 @@ def test_pixel_negates_and_shuffles_each_pixel_on_its_own() -> None:
     encrypted = cipher.encrypt(images).reshape(2, -1, 3)
     unmasked = encrypted ^ mask.reshape(-1, 3)
     assert np.array_equal(np.sort(unmasked, axis=-1), np.sort(images.reshape(2, -1, 3), axis=-1))
+
+
+# --- disposable with a window: blocks move only inside their own window --------------------
+
+
+@pytest.mark.parametrize("window", [1, 2, 4])
+def test_disposable_window_keeps_every_block_inside_its_window(window: int) -> None:
+    cipher = make_cipher("disposable", group="none", window=window)
+    images = random_images(3, seed=5)
+    nonces = np.arange(3)
+    encrypted = cipher.encrypt(images, nonces)
+    assert np.array_equal(cipher.decrypt(encrypted, nonces), images)
+    side = 8
+    rows = np.arange(side) // window
+    windows = (rows[:, None] * (side // window) + rows[None, :]).reshape(-1)
+    plain_blocks, cipher_blocks = split_blocks(images, 4), split_blocks(encrypted, 4)
+    for n in range(3):
+        for position in range(side * side):
+            (source,) = np.flatnonzero((plain_blocks[n] == cipher_blocks[n, position]).all(axis=1))
+            assert windows[source] == windows[position]
+    moved = (plain_blocks != cipher_blocks).any(axis=2)
+    assert moved.any() if window > 1 else not moved.any()
+
+
+def test_disposable_window_zero_and_whole_image_are_the_default() -> None:
+    key = make_key("disposable", group="none")
+    images, nonces = random_images(2, seed=6), np.arange(2)
+    default = create_cipher(key).encrypt(images, nonces)
+    for window in (0, 8):
+        spec = CipherSpec("disposable", 4, 32, (("group", "none"), ("window", window)))
+        same_secret = dataclasses.replace(key, spec=spec)
+        assert np.array_equal(create_cipher(same_secret).encrypt(images, nonces), default)
+
+
+@pytest.mark.parametrize(("window", "message"), [(3, "does not divide"), (-1, "window must be")])
+def test_disposable_window_is_checked(window: int, message: str) -> None:
+    with pytest.raises(CipherConfigError, match=message):
+        make_cipher("disposable", group="none", window=window)
+
+
+def test_disposable_window_key_space_counts_orders_inside_windows() -> None:
+    whole = key_space_bits(CipherSpec("disposable", 4, 32, (("group", "none"),)))
+    quadrants = key_space_bits(CipherSpec("disposable", 4, 32, (("group", "none"), ("window", 4))))
+    assert whole == pytest.approx(math.log2(math.factorial(64)))
+    assert quadrants == pytest.approx(4 * math.log2(math.factorial(16)))

@@ -7,6 +7,12 @@ do not exist; and a position-free ViT whose patch embedding is invariant to G
 (`patchveil.models`, `embedding="orbit"`) gives exactly the same output for every key, so a new
 tenant or a rotated key needs no retraining. The per-image transform is derived from the tenant's
 secret and a per-image nonce (the sample id), so the tenant can still decrypt.
+
+`window=w` (blocks) keeps the coarse layout: blocks move only inside their own w×w window of
+blocks, so the window a block came from is visible (the image at window resolution: 2×2 windows
+of a 32×32 image in 4-pixel blocks show which quadrant each block is in) and the jigsaw breaks
+into one puzzle per window. A ViT with one learned position per window and none inside it
+(`window_position`) is exactly invariant to that. `window=0` (default) moves blocks anywhere.
 """
 
 from __future__ import annotations
@@ -55,13 +61,20 @@ def group_tables(group: str, block_size: int) -> tuple[np.ndarray, np.ndarray]:
 class DisposableCipher(Cipher):
     summary = "fresh key per image: random block order + per-block group element"
     per_image = True
-    defaults: ClassVar[Mapping[str, ParamValue]] = {"group": "np_cs"}
+    defaults: ClassVar[Mapping[str, ParamValue]] = {"group": "np_cs", "window": 0}
 
     def __init__(self, key: Key) -> None:
         super().__init__(key)
         self._key = key
         blocks = block_index(self.spec.image_size, self.spec.block_size)
         self._blocks = blocks
+        window = check_window(self.spec)
+        # Block positions listed window by window (row-major inside each window), or None.
+        self._by_window = (
+            None
+            if window == 0
+            else np.argsort(window_of_blocks(self.spec.blocks_per_side, window), kind="stable")
+        )
         self._orders, self._flips = group_tables(
             str(self.spec.param_dict["group"]), self.spec.block_size
         )
@@ -76,7 +89,15 @@ class DisposableCipher(Cipher):
             dtype=">u8",
         ).reshape(len(nonces), 2, count)
         # argsort of 64-bit uniform values: a uniform permutation (ties have probability ~2^-52).
-        block_order = np.argsort(raw[:, 0], axis=1, kind="stable")
+        if self._by_window is None:
+            block_order = np.argsort(raw[:, 0], axis=1, kind="stable")
+        else:
+            # The k-th position of the window-by-window list takes the k-th block of a list
+            # sorted by (window, random value): a uniform permutation inside every window.
+            windows = window_of_blocks(self.spec.blocks_per_side, self.window)
+            shuffled = np.lexsort((raw[:, 0], np.broadcast_to(windows, raw[:, 0].shape)), axis=1)
+            block_order = np.empty_like(shuffled)
+            block_order[:, self._by_window] = shuffled
         # 2^64 mod |G| bias is below 2^-59 for |G| ≤ 96.
         element = (raw[:, 1] % np.uint64(len(self._orders))).astype(np.int64)
         return block_order, element
@@ -103,9 +124,39 @@ class DisposableCipher(Cipher):
         np.put_along_axis(plain, source, flat ^ mask, axis=1)
         return plain
 
+    @property
+    def window(self) -> int:
+        return int(self.spec.param_dict["window"])
+
     @classmethod
     def key_space_bits(cls, spec: CipherSpec) -> float:
         """Distinct transforms of one image (each image draws its own)."""
         count = spec.blocks_per_side**2
         group_size = len(group_tables(str(spec.param_dict["group"]), spec.block_size)[0])
-        return log2_factorial(count) + count * math.log2(group_size)
+        window = check_window(spec)
+        if window == 0:
+            orders = log2_factorial(count)
+        else:
+            orders = (spec.blocks_per_side // window) ** 2 * log2_factorial(window * window)
+        return orders + count * math.log2(group_size)
+
+
+def check_window(spec: CipherSpec) -> int:
+    """The `window` parameter: 0 (whole image) or a block count dividing the blocks per side."""
+    window = spec.param_dict.get("window", 0)
+    side = spec.blocks_per_side
+    if isinstance(window, bool) or not isinstance(window, int) or window < 0:
+        raise CipherConfigError(f"window must be 0 or a positive number of blocks, got {window!r}")
+    if window and side % window:
+        raise CipherConfigError(
+            f"window {window} does not divide the {side} blocks per side; choose one of "
+            f"{', '.join(str(d) for d in range(1, side + 1) if side % d == 0)} (0: whole image)"
+        )
+    return 0 if window == side else window
+
+
+def window_of_blocks(blocks_per_side: int, window: int) -> np.ndarray:
+    """The window number of every block position (row-major), windows numbered row-major."""
+    rows = np.arange(blocks_per_side) // window
+    per_side = blocks_per_side // window
+    return (rows[:, None] * per_side + rows[None, :]).reshape(-1)
