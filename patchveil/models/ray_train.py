@@ -14,6 +14,7 @@ import functools
 import json
 import math
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -263,13 +264,14 @@ def _report(
     if checkpoint_folder is None:
         ray.train.report(metrics)
         return
-    # One progress line per epoch from rank 0 (Ray forwards it to the driver's console).
-    print(
+    # One progress line per epoch from rank 0 (Ray forwards it to the driver's console). Not
+    # `print`: Ray Train patches it in its workers to log *and* echo, so the line came twice.
+    sys.stdout.write(
         f"epoch {epoch}: loss {metrics.get('train_loss', float('nan')):.3f}, validation "
         f"accuracy {metrics.get('val_accuracy', float('nan')):.1%}, "
-        f"{metrics.get('images_per_second', 0):.0f} images/s",
-        flush=True,
+        f"{metrics.get('images_per_second', 0):.0f} images/s\n"
     )
+    sys.stdout.flush()
     ray.train.report(
         metrics,
         checkpoint=ray.train.Checkpoint.from_directory(str(checkpoint_folder)),

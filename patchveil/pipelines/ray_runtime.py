@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from patchveil.config import RAY_NAMESPACE as NAMESPACE
@@ -37,5 +38,17 @@ def ensure_ray(
         include_dashboard=False,
         namespace=NAMESPACE,
         log_to_driver=log_to_driver,
+        runtime_env={"worker_process_setup_hook": f"{__name__}.quiet_local_worker_logs"},
     )
     return "started"
+
+
+# Without the dashboard (a local instance) Ray's state API is not served, and Ray Train's
+# placement-group cleaner warns about it every few seconds for the whole run.
+_STATE_API_POLLERS = ("ray.train.v2._internal.execution.controller.placement_group_cleaner",)
+
+
+def quiet_local_worker_logs() -> None:
+    """Worker setup hook of a local Ray instance: silence warnings about the absent state API."""
+    for name in _STATE_API_POLLERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
