@@ -12,12 +12,15 @@ block positions whose reconstructed block equals the plain block there; *neighbo
 the share of adjacent block pairs (left–right, top–bottom) of the reconstruction that are also
 adjacent that way in the plain image (a whole image reassembled but shifted scores high here and
 low on direct accuracy). Pure numpy; no key is used or needed.
-Applies to block-order-only ciphers (no in-block operation), where blocks arrive intact.
+With a per-block group (`disposable`'s `group`: negative–positive, colour shuffle, rotation/flip)
+the attacker knows the group but not each block's element, so it tries every element on every
+block (the true plain block is one of them) and places (block, element) pairs.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,36 +82,59 @@ def edge_costs(pieces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return right, down
 
 
-def solve_window(pieces: np.ndarray, side: int) -> np.ndarray:
-    """An arrangement (raster order of piece numbers) of `side × side` pieces [P, M, M, C].
+MAX_STARTS = 256
 
-    Greedy: from every starting piece, fill the grid in raster order with the unused piece that
-    best fits its left and upper neighbours; keep the cheapest of the P complete grids."""
-    count = len(pieces)
+
+def solve_window(pieces: np.ndarray, side: int) -> np.ndarray:
+    """An arrangement of `side × side` pieces: [P, M, M, C] → piece numbers in raster order;
+    [P, V, M, M, C] (V candidate versions of each piece) → (piece · V + version) numbers.
+
+    Greedy: from each starting state, fill the grid in raster order with the unused piece (in
+    its best-fitting version) that best fits its left and upper neighbours; keep the cheapest
+    complete grid. Every state starts when there are at most `MAX_STARTS`, else an even spread."""
+    if pieces.ndim == 4:
+        pieces = pieces[:, None]
+    count, versions = pieces.shape[:2]
     if count != side * side:
         raise PatchveilError(f"{count} pieces do not fill a {side}×{side} window")
-    if count == 1:
-        return np.zeros(1, dtype=np.int64)
-    right, down = edge_costs(pieces)
-    starts = np.arange(count)
-    placed = np.empty((count, count), dtype=np.int64)  # [start, slot]
+    states = count * versions
+    right, down = edge_costs(pieces.reshape(states, *pieces.shape[2:]))
+    piece_of = np.arange(states) // versions
+    # A piece never sits beside itself, in any version.
+    same = piece_of[:, None] == piece_of[None, :]
+    right[same] = np.inf
+    down[same] = np.inf
+    starts = np.unique(np.linspace(0, states - 1, min(states, MAX_STARTS)).round().astype(int))
+    runs = np.arange(len(starts))
+    placed = np.empty((len(starts), count), dtype=np.int64)  # [run, slot] → state
     placed[:, 0] = starts
-    used = np.zeros((count, count), dtype=bool)
-    used[starts, starts] = True
-    total = np.zeros(count)
+    used = np.zeros((len(starts), count), dtype=bool)
+    used[runs, piece_of[starts]] = True
+    total = np.zeros(len(starts))
     for slot in range(1, count):
         row, column = divmod(slot, side)
-        cost = np.zeros((count, count))
+        cost = np.zeros((len(starts), states))
         if column:
             cost += right[placed[:, slot - 1]]
         if row:
             cost += down[placed[:, slot - side]]
-        cost[used] = np.inf
+        cost[used[:, piece_of]] = np.inf
         choice = np.argmin(cost, axis=1)
-        total += cost[starts, choice]
+        total += cost[runs, choice]
         placed[:, slot] = choice
-        used[starts, choice] = True
+        used[runs, piece_of[choice]] = True
     return placed[int(np.argmin(total))]
+
+
+def group_versions(pieces: np.ndarray, group: str) -> np.ndarray:
+    """[P, M, M, C] → [P, |G|, M, M, C]: every element of a block group applied to every piece."""
+    from patchveil.tenants.ciphers.disposable import group_tables
+
+    block_size = pieces.shape[1]
+    orders, flips = group_tables(group, block_size)
+    flat = pieces.reshape(len(pieces), -1)
+    versions = flat[:, orders] ^ flips[None]
+    return versions.reshape(len(pieces), len(orders), *pieces.shape[1:])
 
 
 def window_members(blocks_per_side: int, window: int) -> list[np.ndarray]:
@@ -123,8 +149,11 @@ def window_members(blocks_per_side: int, window: int) -> list[np.ndarray]:
     return members
 
 
-def attack(ciphertexts: np.ndarray, block_size: int, window: int = 0) -> np.ndarray:
-    """Reassemble each ciphertext's blocks inside each window; returns images like the input."""
+def attack(
+    ciphertexts: np.ndarray, block_size: int, window: int = 0, group: str = "none"
+) -> np.ndarray:
+    """Reassemble each ciphertext's blocks inside each window (undoing the per-block group
+    element it guesses); returns images like the input."""
     grid = to_blocks(ciphertexts, block_size)
     count, side = grid.shape[0], grid.shape[1]
     window = window or side
@@ -134,32 +163,45 @@ def attack(ciphertexts: np.ndarray, block_size: int, window: int = 0) -> np.ndar
     out = flat.copy()
     for image in range(count):
         for positions in window_members(side, window):
-            order = solve_window(flat[image, positions], window)
-            out[image, positions] = flat[image, positions[order]]
+            pieces = flat[image, positions]
+            if group == "none":
+                out[image, positions] = pieces[solve_window(pieces, window)]
+            else:
+                versions = group_versions(pieces, group)
+                states = solve_window(versions, window)
+                out[image, positions] = versions.reshape(-1, *pieces.shape[1:])[states]
     return from_blocks(out.reshape(grid.shape))
 
 
 def random_arrangement(
-    ciphertexts: np.ndarray, block_size: int, window: int, generator: np.random.Generator
+    ciphertexts: np.ndarray,
+    block_size: int,
+    window: int,
+    generator: np.random.Generator,
+    group: str = "none",
 ) -> np.ndarray:
-    """The chance level: every window's blocks in a random order."""
+    """The chance level: every window's blocks in a random order (each in a random version)."""
     grid = to_blocks(ciphertexts, block_size)
     count, side = grid.shape[0], grid.shape[1]
     flat = grid.reshape(count, side * side, *grid.shape[3:]).copy()
     for image in range(count):
         for positions in window_members(side, window or side):
             flat[image, positions] = flat[image, generator.permutation(positions)]
+        if group != "none":
+            versions = group_versions(flat[image], group)
+            pick = generator.integers(0, versions.shape[1], len(versions))
+            flat[image] = versions[np.arange(len(versions)), pick]
     return from_blocks(flat.reshape(grid.shape))
 
 
-def direct_accuracy(candidates: np.ndarray, plain: np.ndarray, block_size: int) -> float:
-    """Mean share of block positions where the candidate's block equals the plain block."""
+def direct_accuracy(candidates: np.ndarray, plain: np.ndarray, block_size: int) -> np.ndarray:
+    """Per image, the share of block positions where the candidate's block is the plain one."""
     same = to_blocks(candidates, block_size) == to_blocks(plain, block_size)
-    return float(same.all(axis=(3, 4, 5)).mean())
+    return same.all(axis=(3, 4, 5)).mean(axis=(1, 2))
 
 
-def neighbour_accuracy(candidates: np.ndarray, plain: np.ndarray, block_size: int) -> float:
-    """Mean share of the candidate's adjacent block pairs that are adjacent so in the plain."""
+def neighbour_accuracy(candidates: np.ndarray, plain: np.ndarray, block_size: int) -> np.ndarray:
+    """Per image, the share of the candidate's adjacent block pairs adjacent so in the plain."""
     shares = []
     for candidate, original in zip(
         to_blocks(candidates, block_size), to_blocks(plain, block_size), strict=True
@@ -179,25 +221,79 @@ def neighbour_accuracy(candidates: np.ndarray, plain: np.ndarray, block_size: in
                     found += (a.tobytes(), b.tobytes()) in pairs
                     total += 1
         shares.append(found / total)
-    return float(np.mean(shares))
+    return np.array(shares)
+
+
+def whole_image_versions(images: np.ndarray, group: str) -> list[np.ndarray]:
+    """The images under every element of the group acting on the whole image (the ambiguity no
+    jigsaw can resolve: the same element on every block looks just as consistent — a negative,
+    a colour swap, a rotated or mirrored image — and shows a person the same content)."""
+    from patchveil.groups import parse_group
+
+    parsed = parse_group(group)
+    geometric = [images]
+    if parsed.rotation_flip:
+        geometric = [
+            np.rot90(flipped, turns, axes=(1, 2))
+            for flipped in (images, images[:, :, ::-1])
+            for turns in range(4)
+        ]
+    colours = [(0, 1, 2)]
+    if parsed.colour_shuffle:
+        colours = list(itertools.permutations(range(3)))
+    out = []
+    for version in geometric:
+        for channels in colours:
+            recoloured = np.ascontiguousarray(version[..., list(channels)])
+            out.append(recoloured)
+            if parsed.negative_positive:
+                out.append(255 - recoloured)
+    return out
+
+
+def best_over_whole_image_versions(
+    measure: Callable[[np.ndarray, np.ndarray, int], np.ndarray],
+    candidates: np.ndarray,
+    plain: np.ndarray,
+    block_size: int,
+    group: str,
+) -> float:
+    """Mean over images of the measure at the best whole-image group element for each image."""
+    per_version = [
+        measure(version, plain, block_size) for version in whole_image_versions(candidates, group)
+    ]
+    return float(np.max(per_version, axis=0).mean())
 
 
 def score(
-    plain: np.ndarray, ciphertexts: np.ndarray, block_size: int, window: int = 0, seed: int = 0
+    plain: np.ndarray,
+    ciphertexts: np.ndarray,
+    block_size: int,
+    window: int = 0,
+    seed: int = 0,
+    group: str = "none",
 ) -> JigsawScore:
-    """Run the attack on ciphertexts of `plain` and score it against a random arrangement."""
+    """Run the attack on ciphertexts of `plain` and score it against a random arrangement.
+
+    With a group, each image is scored at the whole-image group element that suits it best (for
+    the attack, the chance level and the ciphertext alike); with a group *and* windows, each
+    window's own such ambiguity is not forgiven, so the scores are then lower bounds."""
     if plain.shape != ciphertexts.shape:
         raise PatchveilError(f"plain {plain.shape} and ciphertexts {ciphertexts.shape} differ")
     side = plain.shape[1] // block_size
-    reconstructed = attack(ciphertexts, block_size, window)
-    chance = random_arrangement(ciphertexts, block_size, window, np.random.default_rng(seed))
+    reconstructed = attack(ciphertexts, block_size, window, group)
+    chance = random_arrangement(ciphertexts, block_size, window, np.random.default_rng(seed), group)
+
+    def best(measure: Callable[[np.ndarray, np.ndarray, int], np.ndarray], images: np.ndarray):
+        return best_over_whole_image_versions(measure, images, plain, block_size, group)
+
     return JigsawScore(
         images=len(plain),
         blocks_per_window=(window or side) ** 2,
-        attack_direct_accuracy=direct_accuracy(reconstructed, plain, block_size),
-        chance_direct_accuracy=direct_accuracy(chance, plain, block_size),
-        ciphertext_direct_accuracy=direct_accuracy(ciphertexts, plain, block_size),
-        attack_neighbour_accuracy=neighbour_accuracy(reconstructed, plain, block_size),
-        chance_neighbour_accuracy=neighbour_accuracy(chance, plain, block_size),
-        ciphertext_neighbour_accuracy=neighbour_accuracy(ciphertexts, plain, block_size),
+        attack_direct_accuracy=best(direct_accuracy, reconstructed),
+        chance_direct_accuracy=best(direct_accuracy, chance),
+        ciphertext_direct_accuracy=best(direct_accuracy, ciphertexts),
+        attack_neighbour_accuracy=best(neighbour_accuracy, reconstructed),
+        chance_neighbour_accuracy=best(neighbour_accuracy, chance),
+        ciphertext_neighbour_accuracy=best(neighbour_accuracy, ciphertexts),
     )

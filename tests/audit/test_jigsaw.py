@@ -80,3 +80,14 @@ def test_bad_input_is_refused() -> None:
         attack(np.zeros((1, 16, 16, 3), dtype=np.uint8), 4, window=3)
     with pytest.raises(PatchveilError, match="differ"):
         score(smooth_images(1), smooth_images(2), 4)
+
+
+@pytest.mark.parametrize("group", ["rf", "np_cs"])
+def test_a_group_element_per_block_is_undone_on_smooth_images(group: str) -> None:
+    plain = smooth_images(2)
+    spec = CipherSpec("disposable", 4, 16, (("group", group),))
+    ciphertexts = create_cipher(Key.generate("auditor", spec)).encrypt(plain, np.arange(2))
+    result = score(plain, ciphertexts, 4, group=group)
+    # Up to one element on the whole image (a rotated or recoloured picture shows the same).
+    assert result.attack_direct_accuracy == 1.0
+    assert result.chance_direct_accuracy < 0.2

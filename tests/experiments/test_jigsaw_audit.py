@@ -14,12 +14,30 @@ pytestmark = pytest.mark.skipif(default_cifar_dir() is None, reason="no CIFAR-10
 
 
 def test_jigsaw_audit_writes_json_markdown_and_picture(tmp_path: Path) -> None:
-    payload = main(["--images", "6", "--show", "3", "--windows", "0", "2", "--out", str(tmp_path)])
-    assert [row["window"] for row in payload["rows"]] == [0, 2]
+    payload = main(
+        [
+            "--images",
+            "6",
+            "--show",
+            "3",
+            "--windows",
+            "0",
+            "2",
+            "--groups",
+            "rf",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert [(row["window"], row["group"]) for row in payload["rows"]] == [
+        (0, "none"),
+        (2, "none"),
+        (0, "rf"),
+    ]
     saved = json.loads((tmp_path / "jigsaw_attack.json").read_text())
     for field in ("commit", "command", "machine", "date"):
         assert saved[field]
     for row in saved["rows"]:
         assert 0.0 <= row["attack_direct_accuracy"] <= 1.0
-    assert "| whole image | 64 |" in (tmp_path / "jigsaw_attack.md").read_text()
+    assert "| whole image | none | 64 |" in (tmp_path / "jigsaw_attack.md").read_text()
     assert (tmp_path / "jigsaw_attack.png").stat().st_size > 1000
