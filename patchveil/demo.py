@@ -6,7 +6,8 @@
 3. show what every cipher hides, and the key spaces;
 4. train the shared ViT on the ciphertext with Ray Train (Prefect flow → TorchTrainer);
 5. key independence: a tenant that never took part, with a key made after training, and a
-   tenant that rotates its key, both use the model without any retraining.
+   tenant that rotates its key, both use the model without any retraining;
+6. the jigsaw audit: what a ciphertext-only attacker recovers from the demo's ciphertexts.
 
 Everything is written under `demo-output/` (PATCHVEIL_DEMO_DIR); PATCHVEIL_DEMO_EPOCHS sets the
 training budget (default 3: minutes on 2 cores; the paper table is its own command).
@@ -27,10 +28,13 @@ TENANTS = ("hospital-a", "factory-b", "bank-c", "clinic-d")
 NEW_TENANT = "lab-e"
 BLOCK_SIZE = 4
 # Key-management-free by construction: a fresh random block order for every image (derived
-# from the tenant's key and the image's nonce), which a position-free ViT ignores exactly.
+# from the tenant's key and the image's nonce) inside each quadrant of the image (4×4-block
+# windows), which the window_position ViT ignores exactly. The quadrant layout is what leaks:
+# the demo's last stage runs the jigsaw audit on these ciphertexts.
 CIPHER = "disposable"
-CIPHER_PARAMS = {"group": "none"}
-VARIANT = "position_free"
+WINDOW = 4
+CIPHER_PARAMS = {"group": "none", "window": WINDOW}
+VARIANT = "window_position"
 
 
 def stage(title: str) -> None:
@@ -105,6 +109,8 @@ def main() -> None:
     trained = train_shared_model(
         dataset_name=dataset,
         variant=VARIANT,
+        position_window=WINDOW,
+        block_cutmix_prob=0.5,
         size="cpu",
         epochs=epochs,
         num_workers=1,
@@ -144,6 +150,21 @@ def main() -> None:
     print(
         f"  {first} on the test images: key v{rotated['previous_key_version']} {before:.1%}, "
         f"after rotating to v{rotated['key_version']} {after:.1%} (same model)"
+    )
+
+    stage("6. What an attacker recovers from these ciphertexts (jigsaw audit)")
+    from patchveil.audit.jigsaw import score
+
+    sample = test.images[:100]
+    first_nonce = newcomer.store.reserve_nonces(NEW_TENANT, len(sample))
+    ciphertexts = newcomer.encrypt(sample, nonces=np.arange(first_nonce, first_nonce + len(sample)))
+    audit = score(sample, ciphertexts, BLOCK_SIZE, WINDOW)
+    print(
+        f"  a greedy jigsaw solver put {audit.attack_direct_accuracy:.1%} of the blocks back "
+        f"(chance {audit.chance_direct_accuracy:.1%}) and recovered "
+        f"{audit.attack_neighbour_accuracy:.1%} of the adjacent pairs (chance "
+        f"{audit.chance_neighbour_accuracy:.1%}): block order hides images from a glance, not "
+        "from a solver (README, threat model)"
     )
 
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s; outputs in {out}")
