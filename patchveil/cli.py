@@ -163,6 +163,13 @@ def cmd_data_split(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_jigsaw_audit(args: argparse.Namespace) -> int:
+    from patchveil.experiments.jigsaw_audit import run
+
+    run(args)
+    return 0
+
+
 def cmd_paper_table(args: argparse.Namespace) -> int:
     from patchveil.experiments.paper_table import render, run
 
@@ -255,6 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_paper_table_arguments(paper)
     paper.set_defaults(handler=cmd_paper_table)
+    jigsaw = experiments.add_parser(
+        "jigsaw-audit", help="what a ciphertext-only jigsaw solver recovers (bench/results)"
+    )
+    from patchveil.experiments.options import add_jigsaw_audit_arguments
+
+    add_jigsaw_audit_arguments(jigsaw)
+    jigsaw.set_defaults(handler=cmd_jigsaw_audit)
     return parser
 
 

@@ -1,6 +1,7 @@
 """The jigsaw audit: how much of each image a ciphertext-only attacker reassembles, per window.
 
-Run: `python bench/jigsaw_attack.py --images 200` (from the repository root). Writes
+Run: `python bench/jigsaw_attack.py --images 200` (same as `patchveil experiment jigsaw-audit`)
+from the repository root. Writes
 bench/results/jigsaw_attack.{md,json,png} with the command, commit, machine and date. The
 experiment plays a tenant: it encrypts CIFAR-10 test images with `disposable` (block order only,
 a fresh order per image) for each window size, runs `patchveil.audit.jigsaw.attack` on the
@@ -20,12 +21,11 @@ from typing import Any
 import numpy as np
 
 from patchveil.audit.jigsaw import attack, score
+from patchveil.experiments.options import add_jigsaw_audit_arguments
 from patchveil.reporting import provenance, provenance_markdown, write_json, write_text
 from patchveil.tenants.ciphers import create_cipher
 from patchveil.tenants.keys import CipherSpec, Key
 from patchveil.tenants.loaders import default_cifar_dir, load_cifar
-
-RESULTS = Path("bench/results")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -137,22 +137,7 @@ def picture(
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=200)
-    parser.add_argument("--block-size", type=int, default=4)
-    parser.add_argument(
-        "--windows", type=int, nargs="+", default=[0, 4, 2], help="0: the whole image"
-    )
-    parser.add_argument(
-        "--groups",
-        nargs="*",
-        default=["rf", "np_cs"],
-        help="in-block groups to audit with a whole-image block order",
-    )
-    parser.add_argument("--show", type=int, default=8, help="images in the picture")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data", type=Path, help="CIFAR-10 folder (default: the shared subset)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--name", default="jigsaw_attack")
+    add_jigsaw_audit_arguments(parser)
     return run(parser.parse_args(argv))
 
 

@@ -31,3 +31,22 @@ def add_paper_table_arguments(parser: argparse.ArgumentParser) -> None:
         help="only rewrite the Markdown and chart of --name from its JSON (no training)",
     )
     parser.add_argument("--data", type=Path, help="CIFAR-10 folder (default: the shared subset)")
+
+
+def add_jigsaw_audit_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--block-size", type=int, default=4)
+    parser.add_argument(
+        "--windows", type=int, nargs="+", default=[0, 4, 2], help="0: the whole image"
+    )
+    parser.add_argument(
+        "--groups",
+        nargs="*",
+        default=["rf", "np_cs"],
+        help="in-block groups to audit with a whole-image block order",
+    )
+    parser.add_argument("--show", type=int, default=8, help="images in the picture")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", type=Path, help="CIFAR-10 folder (default: the shared subset)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--name", default="jigsaw_attack")

@@ -41,3 +41,12 @@ def test_jigsaw_audit_writes_json_markdown_and_picture(tmp_path: Path) -> None:
         assert 0.0 <= row["attack_direct_accuracy"] <= 1.0
     assert "| whole image | none | 64 |" in (tmp_path / "jigsaw_attack.md").read_text()
     assert (tmp_path / "jigsaw_attack.png").stat().st_size > 1000
+
+
+def test_the_cli_runs_the_same_audit(tmp_path: Path) -> None:
+    from patchveil.cli import main as cli
+
+    argv = ["experiment", "jigsaw-audit", "--images", "4", "--show", "2", "--windows", "2"]
+    assert cli([*argv, "--groups", "--out", str(tmp_path), "--name", "audit"]) == 0
+    rows = json.loads((tmp_path / "audit.json").read_text())["rows"]
+    assert [(row["window"], row["group"]) for row in rows] == [(2, "none")]
