@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from patchveil.groups import GROUP_NAMES, parse_group
+from patchveil.groups import GROUP_NAMES, parse_group, window_of_blocks
 from patchveil.models.preprocess import images_to_tensor
 from patchveil.models.vit import ModelSpec, create_vit_from_spec
 from patchveil.tenants.ciphers import create_cipher
@@ -48,3 +48,12 @@ def test_invariant_vit_ignores_every_disposable_key(name: str) -> None:
             assert not np.array_equal(encrypted, images)
             logits = model(images_to_tensor(encrypted))
             torch.testing.assert_close(logits, reference, atol=1e-5, rtol=0)
+
+
+def test_windows_are_numbered_in_raster_order() -> None:
+    quadrants = window_of_blocks(4, 2).reshape(4, 4)
+    assert quadrants.tolist() == [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]]
+    assert window_of_blocks(4, 4).tolist() == [0] * 16
+    assert window_of_blocks(4, 1).tolist() == list(range(16))
+    with pytest.raises(ValueError, match="does not divide"):
+        window_of_blocks(4, 3)

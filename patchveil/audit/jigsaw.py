@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from patchveil.errors import PatchveilError
+from patchveil.groups import window_of_blocks
 
 
 @dataclass(frozen=True)
@@ -139,14 +140,8 @@ def group_versions(pieces: np.ndarray, group: str) -> np.ndarray:
 
 def window_members(blocks_per_side: int, window: int) -> list[np.ndarray]:
     """Raster positions (row · side + column) of each window's blocks, windows in raster order."""
-    per_side = blocks_per_side // window
-    members = []
-    for window_row in range(per_side):
-        for window_column in range(per_side):
-            rows = np.arange(window_row * window, (window_row + 1) * window)
-            columns = np.arange(window_column * window, (window_column + 1) * window)
-            members.append((rows[:, None] * blocks_per_side + columns[None, :]).reshape(-1))
-    return members
+    windows = window_of_blocks(blocks_per_side, window)
+    return [np.flatnonzero(windows == number) for number in range(windows.max() + 1)]
 
 
 def attack(

@@ -13,6 +13,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from patchveil.errors import PatchveilError
+from patchveil.groups import window_of_blocks
 from patchveil.models.invariant_embed import INVARIANCE_GROUPS, OrbitPatchEmbed
 
 
@@ -248,11 +249,10 @@ class WindowPositionViT(VisionTransformer):
     def __init__(self, *, position_window: int, **kwargs: Any) -> None:
         super().__init__(class_token=False, pos_embed="none", global_pool="avg", **kwargs)
         side = self.patch_embed.grid_size[0]
-        rows = torch.arange(side) // position_window
         per_side = side // position_window
         self.register_buffer(
             "window_of_token",
-            (rows[:, None] * per_side + rows[None, :]).reshape(-1),
+            torch.as_tensor(window_of_blocks(side, position_window)),
             persistent=False,
         )
         self.window_embed = torch.nn.Parameter(torch.zeros(1, per_side * per_side, self.embed_dim))

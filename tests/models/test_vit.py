@@ -12,6 +12,7 @@ import torch
 
 import patchveil.models
 from patchveil.errors import ImageFormatError, PatchveilError
+from patchveil.groups import window_of_blocks
 from patchveil.models import (
     VIT_SIZES,
     ModelSpec,
@@ -331,8 +332,7 @@ def test_models_package_never_imports_tenant_code() -> None:
 
 def window_order(blocks_per_side: int, window: int, seed: int) -> np.ndarray:
     """A random block order that moves every block only inside its own window."""
-    rows = np.arange(blocks_per_side) // window
-    windows = (rows[:, None] * (blocks_per_side // window) + rows[None, :]).reshape(-1)
+    windows = window_of_blocks(blocks_per_side, window)
     order = np.arange(blocks_per_side**2)
     generator = np.random.default_rng(seed)
     for number in np.unique(windows):

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from patchveil.errors import CipherConfigError, ImageFormatError, PatchveilError
+from patchveil.groups import window_of_blocks
 from patchveil.tenants.ciphers import (
     Cipher,
     available_ciphers,
@@ -596,8 +597,7 @@ def test_disposable_window_keeps_every_block_inside_its_window(window: int) -> N
     encrypted = cipher.encrypt(images, nonces)
     assert np.array_equal(cipher.decrypt(encrypted, nonces), images)
     side = 8
-    rows = np.arange(side) // window
-    windows = (rows[:, None] * (side // window) + rows[None, :]).reshape(-1)
+    windows = window_of_blocks(side, window)
     plain_blocks, cipher_blocks = split_blocks(images, 4), split_blocks(encrypted, 4)
     for n in range(3):
         for position in range(side * side):

@@ -24,7 +24,7 @@ from typing import ClassVar
 import numpy as np
 
 from patchveil.errors import CipherConfigError
-from patchveil.groups import parse_group
+from patchveil.groups import parse_group, window_of_blocks
 from patchveil.tenants.ciphers.base import Cipher, log2_factorial, register_cipher
 from patchveil.tenants.ciphers.hazmat import (
     ALL_CHANNEL_PERMUTATIONS,
@@ -153,10 +153,3 @@ def check_window(spec: CipherSpec) -> int:
             f"{', '.join(str(d) for d in range(1, side + 1) if side % d == 0)} (0: whole image)"
         )
     return 0 if window == side else window
-
-
-def window_of_blocks(blocks_per_side: int, window: int) -> np.ndarray:
-    """The window number of every block position (row-major), windows numbered row-major."""
-    rows = np.arange(blocks_per_side) // window
-    per_side = blocks_per_side // window
-    return (rows[:, None] * per_side + rows[None, :]).reshape(-1)
