@@ -4,15 +4,19 @@ Actors write new shards into a staging folder (`<dataset>/_staging/<run>/`, invi
 readers); publishing then takes the dataset's lock, copies them into a fresh version folder next
 to the shards it keeps from the latest recorded version, writes the manifest last and records
 the version in the registry. Locks are files under `<home>/locks` (one machine; a cluster-wide
-deployment needs a shared lock service instead).
+deployment needs a shared lock service instead). A staging folder is named after the time it was
+made; one left behind by a run that crashed is removed by the next publishing of that dataset
+once it is older than `STALE_STAGING` (no run stages for that long).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import re
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -32,6 +36,9 @@ from patchveil.datasets.manifest import check_dataset_name
 from patchveil.registry import NewSource, Registry
 
 STAGING_FOLDER = "_staging"
+STALE_STAGING = timedelta(hours=24)
+_STAGING_NAME = re.compile(r"^(?P<made>\d{8}T\d{6}Z)-[0-9a-f]{32}$")
+_STAGING_TIME = "%Y%m%dT%H%M%SZ"
 
 
 def default_dataset_name(cipher: str, block_size: int, image_size: int) -> str:
@@ -59,11 +66,36 @@ def tenant_locks(
     return platform_locks(config, (f"tenant-{tenant_id}" for tenant_id in tenant_ids))
 
 
-def new_staging_uri(config: PlatformConfig, dataset_name: str) -> str:
-    """A fresh staging folder for one run's new shards of a dataset."""
-    return storage.join_uri(
-        config.dataset_root, check_dataset_name(dataset_name), STAGING_FOLDER, uuid.uuid4().hex
-    )
+def new_staging_uri(config: PlatformConfig, dataset_name: str, now: datetime | None = None) -> str:
+    """A fresh staging folder for one run's new shards of a dataset: `<UTC time>-<random>`."""
+    made = (now or datetime.now(UTC)).strftime(_STAGING_TIME)
+    return storage.join_uri(_staging_root(config, dataset_name), f"{made}-{uuid.uuid4().hex}")
+
+
+def _staging_root(config: PlatformConfig, dataset_name: str) -> str:
+    return storage.join_uri(config.dataset_root, check_dataset_name(dataset_name), STAGING_FOLDER)
+
+
+def sweep_stale_staging(
+    config: PlatformConfig,
+    dataset_name: str,
+    older_than: timedelta = STALE_STAGING,
+    now: datetime | None = None,
+) -> list[str]:
+    """Remove a dataset's staging folders made more than `older_than` ago (left by crashed
+    runs); folders named otherwise are not touched. Returns the names removed."""
+    root = _staging_root(config, dataset_name)
+    cutoff = (now or datetime.now(UTC)) - older_than
+    removed = []
+    for name in storage.list_folders(root):
+        match = _STAGING_NAME.match(name)
+        if match is None:
+            continue
+        made = datetime.strptime(match.group("made"), _STAGING_TIME).replace(tzinfo=UTC)
+        if made < cutoff:
+            remove_folder(storage.join_uri(root, name))
+            removed.append(name)
+    return removed
 
 
 def remove_folder(uri: str) -> None:
@@ -97,6 +129,7 @@ def publish_and_record(
     """Publish the next version of a dataset: the latest recorded version's shards (minus the
     names in `replaced`) plus the `staged` ones; record it, with `sources`, in the registry."""
     with platform_locks(config, [f"dataset-{dataset_name}"]):
+        sweep_stale_staging(config, dataset_name)
         base = latest_recorded_version(config, registry, dataset_name)
         version = next_version(config.dataset_root, dataset_name)
         folder = version_uri(config.dataset_root, dataset_name, version)
