@@ -628,3 +628,10 @@ def test_disposable_window_key_space_counts_orders_inside_windows() -> None:
     quadrants = key_space_bits(CipherSpec("disposable", 4, 32, (("group", "none"), ("window", 4))))
     assert whole == pytest.approx(math.log2(math.factorial(64)))
     assert quadrants == pytest.approx(4 * math.log2(math.factorial(16)))
+
+
+def test_a_window_that_does_not_fit_is_refused_before_any_key_is_made() -> None:
+    # check_spec is what keygen, onboarding and the key store call on a new spec.
+    with pytest.raises(CipherConfigError, match="does not divide the 8 blocks"):
+        check_spec(CipherSpec("disposable", 4, 32, (("window", "3"),)))
+    assert check_spec(CipherSpec("disposable", 4, 32, (("window", "4"),))).param_dict["window"] == 4

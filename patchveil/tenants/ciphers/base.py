@@ -50,7 +50,9 @@ def check_spec(spec: CipherSpec) -> CipherSpec:
             f"cipher {spec.name!r} needs a block size of at least {cls.min_block_size}, "
             f"got {spec.block_size}"
         )
-    return CipherSpec(spec.name, spec.block_size, spec.image_size, tuple(params.items()))
+    checked = CipherSpec(spec.name, spec.block_size, spec.image_size, tuple(params.items()))
+    cls.check_params_fit(checked)
+    return checked
 
 
 def create_cipher(key: Key) -> Cipher:
@@ -116,6 +118,10 @@ class Cipher:
     @classmethod
     def key_space_bits(cls, spec: CipherSpec) -> float:
         raise NotImplementedError
+
+    @classmethod
+    def check_params_fit(cls, spec: CipherSpec) -> None:
+        """Refuse parameters that do not fit the spec's geometry (none to check by default)."""
 
     # --- the public interface ----------------------------------------------------------
     @classmethod

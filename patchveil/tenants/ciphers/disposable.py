@@ -124,6 +124,10 @@ class DisposableCipher(Cipher):
         np.put_along_axis(plain, source, flat ^ mask, axis=1)
         return plain
 
+    @classmethod
+    def check_params_fit(cls, spec: CipherSpec) -> None:
+        check_window(spec)
+
     @property
     def window(self) -> int:
         return int(self.spec.param_dict["window"])
@@ -144,6 +148,8 @@ class DisposableCipher(Cipher):
 def check_window(spec: CipherSpec) -> int:
     """The `window` parameter: 0 (whole image) or a block count dividing the blocks per side."""
     window = spec.param_dict.get("window", 0)
+    if isinstance(window, str) and window.isdigit():
+        window = int(window)
     side = spec.blocks_per_side
     if isinstance(window, bool) or not isinstance(window, int) or window < 0:
         raise CipherConfigError(f"window must be 0 or a positive number of blocks, got {window!r}")
