@@ -50,6 +50,26 @@ def test_invariant_vit_ignores_every_disposable_key(name: str) -> None:
             torch.testing.assert_close(logits, reference, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("name", ["none", "rf", "np_cs"])
+def test_window_position_vit_ignores_every_windowed_disposable_key(name: str) -> None:
+    """The same exactness with the coarse layout kept: window 2 of a 4×4-block grid."""
+    torch.manual_seed(0)
+    group = None if name == "none" else name
+    spec = ModelSpec(
+        "window_position", "test", 16, 4, 10, position_window=2, invariance_group=group
+    )
+    model = create_vit_from_spec(spec).eval()
+    images = np.random.default_rng(2).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    params = (("group", name), ("window", 2))
+    cipher = create_cipher(Key.generate("a", CipherSpec("disposable", 4, 16, params)))
+    encrypted = cipher.encrypt(images, np.arange(3))
+    assert not np.array_equal(encrypted, images)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model(images_to_tensor(encrypted)), model(images_to_tensor(images)), atol=1e-5, rtol=0
+        )
+
+
 def test_windows_are_numbered_in_raster_order() -> None:
     quadrants = window_of_blocks(4, 2).reshape(4, 4)
     assert quadrants.tolist() == [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]]

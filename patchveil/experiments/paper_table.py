@@ -152,6 +152,18 @@ ROWS = (
         "is in stays visible); one position per window; block cutmix",
     ),
     Row(
+        "disposable_keys_window_4_rf_block_cutmix",
+        "disposable",
+        "window_position",
+        "independent",
+        params=(("group", "rf"), ("window", 4)),
+        position_window=4,
+        invariance_group="rf",
+        augment=AugmentConfig(block_cutmix_prob=0.5),
+        note="window 4 plus a fresh rotation/flip per block; orbit-invariant embedding; "
+        "block cutmix",
+    ),
+    Row(
         "disposable_keys_window_2_block_cutmix",
         "disposable",
         "window_position",

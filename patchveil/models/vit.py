@@ -80,7 +80,8 @@ class ModelSpec:
     embed_dim: int | None = None
     num_heads: int | None = None
     mlp_ratio: float | None = None
-    # Only for the `invariant` variant: the group its patch embedding is invariant to.
+    # The group the patch embedding is invariant to (`invariant`; optional for
+    # `window_position`).
     invariance_group: str | None = None
     # Only for the `window_position` variant: the window side in blocks (the cipher's `window`).
     position_window: int | None = None
@@ -217,7 +218,17 @@ def invariant(spec: ModelSpec) -> VisionTransformer:
     """Position-free, with a patch embedding exactly invariant to a group acting inside every
     patch (orbit pooling): the same output under any block order and any per-block group
     element, so it needs no key and no retraining for a new key."""
-    group = spec.invariance_group or "np_cs"
+    return _timm_vit(
+        spec,
+        class_token=False,
+        pos_embed="none",
+        global_pool="avg",
+        embed_layer=_orbit_embed(spec, spec.invariance_group or "np_cs"),
+    )
+
+
+def _orbit_embed(spec: ModelSpec, group: str) -> Callable[..., OrbitPatchEmbed]:
+    """timm's `embed_layer` hook: a patch embedding exactly invariant to `group` in each patch."""
 
     def embed(**kwargs: Any) -> OrbitPatchEmbed:
         return OrbitPatchEmbed(
@@ -228,9 +239,7 @@ def invariant(spec: ModelSpec) -> VisionTransformer:
             group=group,
         )
 
-    return _timm_vit(
-        spec, class_token=False, pos_embed="none", global_pool="avg", embed_layer=embed
-    )
+    return embed
 
 
 @register_variant("position_free")
@@ -266,9 +275,14 @@ class WindowPositionViT(VisionTransformer):
 @register_variant("window_position")
 def window_position(spec: ModelSpec) -> VisionTransformer:
     """Position-free inside each window of `position_window` blocks, one learned position per
-    window (the coarse layout the `disposable` cipher keeps with its `window` parameter)."""
+    window (the coarse layout the `disposable` cipher keeps with its `window` parameter); with
+    `invariance_group`, the patch embedding is also exactly invariant to that per-block group."""
     dims = spec.dims
+    extra: dict[str, Any] = {}
+    if spec.invariance_group is not None:
+        extra["embed_layer"] = _orbit_embed(spec, spec.invariance_group)
     return WindowPositionViT(
+        **extra,
         position_window=int(spec.position_window or 1),
         img_size=spec.image_size,
         patch_size=spec.patch_size,

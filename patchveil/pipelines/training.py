@@ -83,7 +83,7 @@ def model_spec_for(
         patch_size=version.block_size,
         num_classes=num_classes or count_classes(version),
         in_chans=6 if version.cipher in NIBBLE_CIPHERS else 3,
-        invariance_group=invariance_group if variant == "invariant" else None,
+        invariance_group=invariance_group if variant in ("invariant", "window_position") else None,
         position_window=position_window if variant == "window_position" else None,
     )
 
