@@ -192,9 +192,11 @@ def _check_positive(name: str, value: object) -> None:
         raise PatchveilError(f"{name} must be a positive integer, got {value!r}")
 
 
-def _timm_vit(spec: ModelSpec, **variant_args: Any) -> VisionTransformer:
+def _timm_vit(
+    spec: ModelSpec, model_class: type[VisionTransformer] = VisionTransformer, **variant_args: Any
+) -> VisionTransformer:
     dims = spec.dims
-    return VisionTransformer(
+    return model_class(
         img_size=spec.image_size,
         patch_size=spec.patch_size,
         in_chans=spec.in_chans,
@@ -277,21 +279,11 @@ def window_position(spec: ModelSpec) -> VisionTransformer:
     """Position-free inside each window of `position_window` blocks, one learned position per
     window (the coarse layout the `disposable` cipher keeps with its `window` parameter); with
     `invariance_group`, the patch embedding is also exactly invariant to that per-block group."""
-    dims = spec.dims
     extra: dict[str, Any] = {}
     if spec.invariance_group is not None:
         extra["embed_layer"] = _orbit_embed(spec, spec.invariance_group)
-    return WindowPositionViT(
-        **extra,
-        position_window=int(spec.position_window or 1),
-        img_size=spec.image_size,
-        patch_size=spec.patch_size,
-        in_chans=spec.in_chans,
-        num_classes=spec.num_classes,
-        embed_dim=dims.embed_dim,
-        depth=dims.depth,
-        num_heads=dims.num_heads,
-        mlp_ratio=dims.mlp_ratio,
+    return _timm_vit(
+        spec, WindowPositionViT, position_window=int(spec.position_window or 1), **extra
     )
 
 
