@@ -467,13 +467,17 @@ def check_trainer_config(config: Mapping[str, Any]) -> None:
         raise PatchveilError("trainer config must be plain JSON data (lists, not tuples)")
 
 
-def split_dataset(uri_or_uris: str | list[str], split: str) -> Any:
-    """A lazy Ray dataset of one split's encrypted rows (image, label, tenant_id, key_version)."""
+def split_dataset(
+    uri_or_uris: str | list[str], split: str, extra_columns: Sequence[str] = ()
+) -> Any:
+    """A lazy Ray dataset of one split's encrypted rows (image, label, tenant_id, key_version,
+    and any `extra_columns`)."""
     import ray.data
     from ray.data.expressions import col, lit
 
-    dataset = ray.data.read_parquet(uri_or_uris, columns=[*_COLUMNS, SPLIT])
-    return dataset.filter(expr=col(SPLIT) == lit(split)).select_columns(_COLUMNS)
+    columns = [*_COLUMNS, *extra_columns]
+    dataset = ray.data.read_parquet(uri_or_uris, columns=[*columns, SPLIT])
+    return dataset.filter(expr=col(SPLIT) == lit(split)).select_columns(columns)
 
 
 def _training_rows(
@@ -482,18 +486,14 @@ def _training_rows(
     """One phase of the training split, mixed across shards; kept in Ray's object store when it
     is small, so that every epoch streams from memory instead of re-reading and re-filtering
     Parquet. Without tenant-side augmentation there is one phase: every training row."""
-    import ray.data
-    from ray.data.expressions import col, lit
-
-    dataset = (
-        ray.data.read_parquet(shards, columns=[*_COLUMNS, SAMPLE_ID, SPLIT])
-        .filter(expr=col(SPLIT) == lit(TRAIN_DATASET))
-        .map_batches(
+    if max(variants.values(), default=1) == 1:
+        dataset = split_dataset(shards, TRAIN_DATASET)
+    else:
+        dataset = split_dataset(shards, TRAIN_DATASET, [SAMPLE_ID]).map_batches(
             functools.partial(select_phase, phase=phase, variants=dict(variants)),
             batch_format="pyarrow",
         )
-        .randomize_block_order()
-    )
+    dataset = dataset.randomize_block_order()
     if rows * image_size * image_size * 3 <= MATERIALIZE_LIMIT_BYTES:
         dataset = dataset.materialize()
     return dataset

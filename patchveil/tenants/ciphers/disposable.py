@@ -69,11 +69,11 @@ class DisposableCipher(Cipher):
         blocks = block_index(self.spec.image_size, self.spec.block_size)
         self._blocks = blocks
         window = check_window(self.spec)
-        # Block positions listed window by window (row-major inside each window), or None.
+        # The window of every block position, and the positions listed window by window; None
+        # when blocks may go anywhere.
+        self._windows = None if window == 0 else window_of_blocks(self.spec.blocks_per_side, window)
         self._by_window = (
-            None
-            if window == 0
-            else np.argsort(window_of_blocks(self.spec.blocks_per_side, window), kind="stable")
+            None if self._windows is None else np.argsort(self._windows, kind="stable")
         )
         self._orders, self._flips = group_tables(
             str(self.spec.param_dict["group"]), self.spec.block_size
@@ -89,13 +89,13 @@ class DisposableCipher(Cipher):
             dtype=">u8",
         ).reshape(len(nonces), 2, count)
         # argsort of 64-bit uniform values: a uniform permutation (ties have probability ~2^-52).
-        if self._by_window is None:
+        if self._windows is None:
             block_order = np.argsort(raw[:, 0], axis=1, kind="stable")
         else:
             # The k-th position of the window-by-window list takes the k-th block of a list
             # sorted by (window, random value): a uniform permutation inside every window.
-            windows = window_of_blocks(self.spec.blocks_per_side, self.window)
-            shuffled = np.lexsort((raw[:, 0], np.broadcast_to(windows, raw[:, 0].shape)), axis=1)
+            windows = np.broadcast_to(self._windows, raw[:, 0].shape)
+            shuffled = np.lexsort((raw[:, 0], windows), axis=1)
             block_order = np.empty_like(shuffled)
             block_order[:, self._by_window] = shuffled
         # 2^64 mod |G| bias is below 2^-59 for |G| ≤ 96.
@@ -128,10 +128,6 @@ class DisposableCipher(Cipher):
     def check_params_fit(cls, spec: CipherSpec) -> None:
         check_window(spec)
 
-    @property
-    def window(self) -> int:
-        return int(self.spec.param_dict["window"])
-
     @classmethod
     def key_space_bits(cls, spec: CipherSpec) -> float:
         """Distinct transforms of one image (each image draws its own)."""
@@ -148,8 +144,6 @@ class DisposableCipher(Cipher):
 def check_window(spec: CipherSpec) -> int:
     """The `window` parameter: 0 (whole image) or a block count dividing the blocks per side."""
     window = spec.param_dict.get("window", 0)
-    if isinstance(window, str) and window.isdigit():
-        window = int(window)
     side = spec.blocks_per_side
     if isinstance(window, bool) or not isinstance(window, int) or window < 0:
         raise CipherConfigError(f"window must be 0 or a positive number of blocks, got {window!r}")
