@@ -7,14 +7,9 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from patchveil.cli_types import bounded_float, bounded_int, image_side, positive_int, seed
 from patchveil.errors import PatchveilError
-
-if TYPE_CHECKING:
-    import numpy as np
-
-    from patchveil.tenants.client import Tenant
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -43,17 +38,35 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
+    from patchveil.tenants.keys import CipherSpec
     from patchveil.tenants.keystore import KeyStore
 
     store = KeyStore(args.store)
+    if args.action != "rotate" and args.param:
+        raise PatchveilError("--param is for `keys rotate` only")
+    if args.action != "retire" and (args.version is not None or args.force):
+        raise PatchveilError("--version and --force are for `keys retire` only")
     if args.action == "rotate":
-        key = store.rotate(args.tenant)
+        spec = None
+        if args.param:
+            # The newest version's cipher with some parameters changed (e.g. to leave a bad one).
+            current = store.describe(args.tenant)
+            if not current:
+                raise PatchveilError(f"no key for tenant {args.tenant!r} in key store {args.store}")
+            base = CipherSpec.from_json(current[-1]["cipher"])
+            params = {**base.param_dict, **dict(args.param)}
+            spec = CipherSpec(base.name, base.block_size, base.image_size, tuple(params.items()))
+        key = store.rotate(args.tenant, spec)
         print(f"tenant {key.tenant_id}: key {key.key_id} version {key.version} is now active")
     elif args.action == "retire":
         if args.version is None:
             raise PatchveilError("keys retire needs --version N")
-        store.retire(args.tenant, args.version)
-        print(f"tenant {args.tenant}: key version {args.version} retired (its sealed copy erased)")
+        if store.retire(args.tenant, args.version, force=args.force):
+            print(
+                f"tenant {args.tenant}: key version {args.version} retired (its sealed copy erased)"
+            )
+        else:
+            print(f"tenant {args.tenant}: key version {args.version} was already retired")
     else:
         versions = store.describe(args.tenant)
         if not versions:
@@ -65,52 +78,51 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
-def _nonces(
-    tenant: Tenant, per_image: bool, count: int, first_nonce: int | None, decrypt: bool
-) -> np.ndarray | None:
-    """Nonces for a per-image cipher: fresh ones from the tenant's counter when encrypting,
-    the range the encryption printed (`--first-nonce`) when decrypting."""
-    if not per_image:
-        return None
-    import numpy as np
-
-    if first_nonce is None:
-        if decrypt:
-            raise PatchveilError(
-                "this key's cipher draws a fresh transform per image: pass --first-nonce, as "
-                "printed when the images were encrypted"
-            )
-        first_nonce = tenant.store.reserve_nonces(tenant.tenant_id, count)
-    return np.arange(first_nonce, first_nonce + count, dtype=np.int64)
-
-
-def _crypt(args: argparse.Namespace, decrypt: bool) -> int:
+def cmd_encrypt(args: argparse.Namespace) -> int:
+    from patchveil.tenants.ciphertext_files import (
+        check_distinct_paths,
+        check_encrypted_output,
+        write_encrypted,
+    )
     from patchveil.tenants.client import Tenant
-    from patchveil.tenants.imageio import read_images, write_images
+    from patchveil.tenants.imageio import read_images
 
+    check_distinct_paths(args.input, args.output)
     tenant = Tenant(args.tenant, args.store)
-    batch = read_images(args.input)
-    cipher = tenant.cipher(args.key_version)
-    cipher.check_images(batch.images)  # a bad input fails before any nonce is reserved
-    nonces = _nonces(tenant, cipher.per_image, len(batch.images), args.first_nonce, decrypt)
-    if decrypt:
-        result = cipher.decrypt(batch.images, nonces)
-    else:
-        result = cipher.encrypt(batch.images, nonces)
-    write_images(args.output, batch, result)
-    verb = "decrypted" if decrypt else "encrypted"
-    print(f"{verb} {len(result)} image(s) with key version {cipher.key_version} → {args.output}")
-    if nonces is not None and not decrypt:
-        print(f"per-image nonces {nonces[0]}..{nonces[-1]}: decrypt with --first-nonce {nonces[0]}")
+    source = read_images(args.input)
+    check_encrypted_output(source, args.output)  # before any nonce is reserved
+    batch = tenant.encrypt_batch(source.images, args.key_version)
+    write_encrypted(args.output, source, batch)
+    fresh = " with fresh per-image nonces" if batch.nonces is not None else ""
+    print(
+        f"encrypted {len(batch)} image(s) with key version {batch.key_version}{fresh} → "
+        f"{args.output} (key version, nonces and integrity tags are stored with them)"
+    )
     return 0
 
 
-def cmd_encrypt(args: argparse.Namespace) -> int:
-    return _crypt(args, decrypt=False)
-
-
 def cmd_decrypt(args: argparse.Namespace) -> int:
-    return _crypt(args, decrypt=True)
+    import numpy as np
+
+    from patchveil.tenants.ciphertext_files import (
+        check_distinct_paths,
+        read_encrypted,
+        write_decrypted,
+    )
+    from patchveil.tenants.client import Tenant
+
+    check_distinct_paths(args.input, args.output)
+    tenant = Tenant(args.tenant, args.store)
+    encrypted = read_encrypted(args.input)
+    # Every batch is decrypted (and checked) before anything is written.
+    plain = np.concatenate([tenant.decrypt_batch(batch) for batch in encrypted.batches])
+    write_decrypted(args.output, encrypted, plain)
+    versions = sorted({batch.key_version for batch in encrypted.batches})
+    print(
+        f"decrypted {len(plain)} image(s) with key version(s) "
+        f"{', '.join(map(str, versions))} → {args.output}"
+    )
+    return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -118,19 +130,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     from patchveil.tenants.imageio import read_images, write_png
     from patchveil.tenants.preview import labelled_grid
 
-    if args.limit < 1:
-        raise PatchveilError(f"--limit must be at least 1, got {args.limit}")
     tenant = Tenant(args.tenant, args.store)
     images = read_images(args.input).images[: args.limit]
-    cipher = tenant.cipher(args.key_version)
-    cipher.check_images(images)
-    nonces = _nonces(tenant, cipher.per_image, len(images), args.first_nonce, False)
-    encrypted = cipher.encrypt(images, nonces)
-    rows = [[plain, secret] for plain, secret in zip(images, encrypted, strict=True)]
-    write_png(args.output, labelled_grid(rows, ["plain", f"{cipher.spec.name}"]))
+    batch = tenant.encrypt_batch(images, args.key_version)
+    rows = [[plain, secret] for plain, secret in zip(images, batch.images, strict=True)]
+    write_png(args.output, labelled_grid(rows, ["plain", batch.cipher]))
     print(f"wrote {args.output}")
-    if nonces is not None:
-        print(f"per-image nonces {nonces[0]}..{nonces[-1]}: --first-nonce {nonces[0]}")
     return 0
 
 
@@ -190,8 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     keygen = commands.add_parser("keygen", help="create a tenant's first key in its key store")
     _store_args(keygen)
     keygen.add_argument("--cipher", required=True, help="cipher name (see `patchveil ciphers`)")
-    keygen.add_argument("--block-size", required=True, type=int, help="block size M (= ViT patch)")
-    keygen.add_argument("--image-size", required=True, type=int, help="image side H (square)")
+    keygen.add_argument(
+        "--block-size", required=True, type=image_side, help="block size M (= ViT patch)"
+    )
+    keygen.add_argument("--image-size", required=True, type=image_side, help="image side H")
     keygen.add_argument(
         "--param", action="append", type=_param, default=[], help="cipher parameter name=value"
     )
@@ -200,53 +207,73 @@ def build_parser() -> argparse.ArgumentParser:
     keys = commands.add_parser("keys", help="list, rotate or retire a tenant's key versions")
     keys.add_argument("action", choices=["list", "rotate", "retire"])
     _store_args(keys)
-    keys.add_argument("--version", type=int, help="the version to retire")
+    keys.add_argument("--version", type=positive_int, help="the version to retire")
+    keys.add_argument("--force", action="store_true", help="retire even the only active version")
+    keys.add_argument(
+        "--param",
+        action="append",
+        type=_param,
+        default=[],
+        help="rotate: change a cipher parameter name=value for the new version",
+    )
     keys.set_defaults(handler=cmd_keys)
 
-    for name, handler, verb in (
-        ("encrypt", cmd_encrypt, "encrypt"),
-        ("decrypt", cmd_decrypt, "decrypt"),
-    ):
-        sub = commands.add_parser(
-            name,
-            help=f"{verb} a .npy batch, an image or a folder of images",
-            description=f"{verb.capitalize()} a .npy batch, an image or a folder of images. A "
-            "per-image cipher (disposable) takes one nonce per image, in input order (the "
-            ".npy batch, or the folder's files sorted by name): encrypt reserves fresh ones from "
-            "the tenant's key store and prints the first; decrypt needs it as --first-nonce.",
-        )
-        _store_args(sub)
-        sub.add_argument("--in", dest="input", required=True, type=Path)
-        sub.add_argument("--out", dest="output", required=True, type=Path)
-        sub.add_argument("--key-version", type=int, help="default: the newest active version")
-        sub.add_argument(
-            "--first-nonce", type=int, help="per-image ciphers: the first nonce of the batch"
-        )
-        sub.set_defaults(handler=handler)
+    encrypt = commands.add_parser(
+        "encrypt",
+        help="encrypt a .npy batch, an image or a folder of images",
+        description="Encrypt a .npy batch (written as .npz), an image or a folder of images "
+        "(written as PNG). The output carries the key version, the per-image nonces (fresh ones, "
+        "reserved in the tenant's key store) and an integrity tag per image, so `decrypt` needs "
+        "nothing else and refuses what it cannot decrypt exactly.",
+    )
+    _store_args(encrypt)
+    encrypt.add_argument("--in", dest="input", required=True, type=Path)
+    encrypt.add_argument("--out", dest="output", required=True, type=Path)
+    encrypt.add_argument(
+        "--key-version", type=positive_int, help="default: the newest active version"
+    )
+    encrypt.set_defaults(handler=cmd_encrypt)
+
+    decrypt = commands.add_parser(
+        "decrypt",
+        help="decrypt what `patchveil encrypt` wrote (.npz, PNG or a folder of PNGs)",
+        description="Decrypt what `patchveil encrypt` wrote, with the key version and nonces "
+        "stored in it; refused, with nothing written, for another tenant's or key store's "
+        "images, a retired key, or an image whose integrity tag does not match.",
+    )
+    _store_args(decrypt)
+    decrypt.add_argument("--in", dest="input", required=True, type=Path)
+    decrypt.add_argument("--out", dest="output", required=True, type=Path)
+    decrypt.set_defaults(handler=cmd_decrypt)
 
     show = commands.add_parser("show", help="write plain and encrypted images side by side")
     _store_args(show)
     show.add_argument("--in", dest="input", required=True, type=Path)
     show.add_argument("--out", dest="output", required=True, type=Path)
-    show.add_argument("--key-version", type=int)
-    show.add_argument("--limit", type=int, default=8, help="at most this many images")
-    show.add_argument("--first-nonce", type=int, help="per-image ciphers: the first nonce")
+    show.add_argument("--key-version", type=positive_int)
+    show.add_argument(
+        "--limit", type=bounded_int(1, 1024), default=8, help="at most this many images"
+    )
     show.set_defaults(handler=cmd_show)
 
     ciphers = commands.add_parser("ciphers", help="list the ciphers and their key-space sizes")
-    ciphers.add_argument("--block-size", type=int, default=4)
-    ciphers.add_argument("--image-size", type=int, default=32)
+    ciphers.add_argument("--block-size", type=image_side, default=4)
+    ciphers.add_argument("--image-size", type=image_side, default=32)
     ciphers.set_defaults(handler=cmd_ciphers)
     data = commands.add_parser("data", help="prepare source data for tenants")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     split = data_commands.add_parser("split", help="split a labelled source into tenant folders")
     split.add_argument("--source", required=True, type=Path, help="CIFAR dir, image folder, .npz")
-    split.add_argument("--tenants", required=True, type=int, help="number of tenants")
     split.add_argument(
-        "--dirichlet", type=float, help="non-IID: Dirichlet alpha per class (default: IID)"
+        "--tenants", required=True, type=bounded_int(1, 10_000), help="number of tenants"
+    )
+    split.add_argument(
+        "--dirichlet",
+        type=bounded_float(1e-3, 1e6),
+        help="non-IID: Dirichlet alpha per class (default: IID)",
     )
     split.add_argument("--split", default="train", help="which split of the source (train/test)")
-    split.add_argument("--seed", type=int, default=0)
+    split.add_argument("--seed", type=seed, default=0)
     split.add_argument("--prefix", default="tenant-", help="tenant ids are PREFIX1..PREFIXn")
     split.add_argument("--out", required=True, type=Path)
     split.set_defaults(handler=cmd_data_split)

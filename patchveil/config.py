@@ -15,6 +15,10 @@ from pathlib import Path
 
 from patchveil.errors import PatchveilError
 
+# The largest image side a key may be made for (pixels): 4096² RGB images are 48 MiB each, so
+# anything larger is a typo, not a photograph, and would end in a huge allocation.
+MAX_IMAGE_SIZE = 4096
+
 # The Ray namespace of every named actor (tenant actors, serve apps) of the platform.
 RAY_NAMESPACE = "patchveil"
 

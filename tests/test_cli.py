@@ -18,7 +18,7 @@ from PIL import Image
 from patchveil.cli import main
 from patchveil.tenants.ciphers import available_ciphers, create_cipher, key_space_bits
 from patchveil.tenants.keys import CipherSpec, Key
-from patchveil.tenants.keystore import PASSPHRASE_ENV, KeyStore
+from patchveil.tenants.keystore import PASSPHRASE_ENV, RESERVED_NONCE_BASE, KeyStore
 from patchveil.tenants.preview import upscale
 from tests.helpers import assert_no_key_material
 
@@ -105,19 +105,32 @@ def write_png(path: Path, image: np.ndarray) -> Path:
 
 
 def read_pixels(path: Path) -> np.ndarray:
-    """Images at `path` ([N, H, W, 3]), read without patchveil: .npy, one image or a folder."""
+    """Images at `path` ([N, H, W, 3]), read without patchveil: .npy, .npz, an image or a folder."""
     if path.suffix == ".npy":
         return np.load(path, allow_pickle=False)
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as archive:
+            return archive["images"]
     files = sorted(path.iterdir()) if path.is_dir() else [path]
     return np.stack([np.asarray(Image.open(file).convert("RGB")) for file in files])
 
 
+def stored_nonces(path: Path) -> np.ndarray | None:
+    """The per-image nonces an encrypted file carries (None for a cipher without them)."""
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as archive:
+            return archive["nonces"] if "nonces" in archive.files else None
+    files = sorted(path.iterdir()) if path.is_dir() else [path]
+    nonces = [json.loads(Image.open(file).text["patchveil"])["nonce"] for file in files]
+    return None if nonces[0] is None else np.array(nonces, dtype=np.int64)
+
+
 def write_input(kind: str, folder: Path, images: np.ndarray) -> tuple[Path, Path, np.ndarray]:
-    """An input of `kind` under `folder`: (its path, an output path of the same kind, images)."""
+    """An input of `kind` under `folder`: (its path, the path its ciphertext goes to, images)."""
     if kind == "npy":
         path = folder / "plain.npy"
         np.save(path, images)
-        return path, folder / "cipher.npy", images
+        return path, folder / "cipher.npz", images
     if kind == "png":
         return write_png(folder / "plain.png", images[0]), folder / "cipher.png", images[:1]
     # Folder files are taken in name order, whatever their suffix (a lossless .bmp included).
@@ -218,7 +231,7 @@ def test_rotate_keeps_old_ciphertext_readable_until_retired(
     np.save(data / "plain.npy", images)
     tenant = store_args(root, "hospital")
     assert (
-        run(capsys, "encrypt", *tenant, "--in", data / "plain.npy", "--out", data / "v1.npy").code
+        run(capsys, "encrypt", *tenant, "--in", data / "plain.npy", "--out", data / "v1.npz").code
         == 0
     )
 
@@ -226,28 +239,16 @@ def test_rotate_keeps_old_ciphertext_readable_until_retired(
     assert rotated.code == 0 and "version 2 is now active" in rotated.out
     keys = [KeyStore(root).load("hospital", version) for version in (1, 2)]
     encrypted = run(
-        capsys, "encrypt", *tenant, "--in", data / "plain.npy", "--out", data / "v2.npy"
+        capsys, "encrypt", *tenant, "--in", data / "plain.npy", "--out", data / "v2.npz"
     )
     assert "key version 2" in encrypted.out
-    assert not np.array_equal(np.load(data / "v1.npy"), np.load(data / "v2.npy"))
+    assert not np.array_equal(read_pixels(data / "v1.npz"), read_pixels(data / "v2.npz"))
 
-    # The newest key does not open the old ciphertext; --key-version 1 does.
-    run(capsys, "decrypt", *tenant, "--in", data / "v1.npy", "--out", data / "wrong.npy")
-    assert not np.array_equal(np.load(data / "wrong.npy"), images)
-    old = run(
-        capsys,
-        "decrypt",
-        *tenant,
-        "--key-version",
-        1,
-        "--in",
-        data / "v1.npy",
-        "--out",
-        data / "back1.npy",
-    )
-    assert old.code == 0 and "key version 1" in old.out
+    # Each file names its key version: the old one decrypts with version 1, without being told.
+    old = run(capsys, "decrypt", *tenant, "--in", data / "v1.npz", "--out", data / "back1.npy")
+    assert old.code == 0 and "key version(s) 1" in old.out
     assert np.array_equal(np.load(data / "back1.npy"), images)
-    run(capsys, "decrypt", *tenant, "--in", data / "v2.npy", "--out", data / "back2.npy")
+    run(capsys, "decrypt", *tenant, "--in", data / "v2.npz", "--out", data / "back2.npy")
     assert np.array_equal(np.load(data / "back2.npy"), images)
 
     listed = run(capsys, "keys", "list", *tenant)
@@ -255,17 +256,7 @@ def test_rotate_keeps_old_ciphertext_readable_until_retired(
     assert_refused(run(capsys, "keys", "retire", *tenant), "--version")
     retired = run(capsys, "keys", "retire", *tenant, "--version", 1)
     assert retired.code == 0 and "retired" in retired.out
-    after = run(
-        capsys,
-        "decrypt",
-        *tenant,
-        "--key-version",
-        1,
-        "--in",
-        data / "v1.npy",
-        "--out",
-        data / "late.npy",
-    )
+    after = run(capsys, "decrypt", *tenant, "--in", data / "v1.npz", "--out", data / "late.npy")
     assert_refused(after, "version 1", "retired")
     assert not (data / "late.npy").exists()
     assert [row["status"] for row in json.loads(run(capsys, "keys", "list", *tenant).out)] == [
@@ -293,7 +284,7 @@ def test_encrypt_then_decrypt_gives_back_the_exact_images(
     tenant_id: str,
 ) -> None:
     plain_path, cipher_path, plain = write_input(kind, tmp_path, images)
-    back_path = tmp_path / ("back" + cipher_path.suffix)
+    back_path = tmp_path / ("back" + plain_path.suffix)
     tenant = store_args(store.root, tenant_id)
     encrypted = run(capsys, "encrypt", *tenant, "--in", plain_path, "--out", cipher_path)
     assert encrypted.code == 0, encrypted
@@ -304,20 +295,16 @@ def test_encrypt_then_decrypt_gives_back_the_exact_images(
 
     key = store.keys[tenant_id]
     cipher = create_cipher(key)
-    # A per-image cipher reserves fresh nonces from the tenant's store and prints the first.
-    nonce_args: list[str] = []
-    nonces = None
-    if cipher.per_image:
-        first = int(encrypted.out.split("--first-nonce ")[1].split()[0])
-        nonces = np.arange(first, first + len(plain))
-        nonce_args = ["--first-nonce", str(first)]
+    # A per-image cipher reserves fresh nonces from the tenant's store; the output carries them.
+    nonces = stored_nonces(cipher_path)
+    assert (nonces is not None) == cipher.per_image
+    if nonces is not None:
+        assert len(set(nonces.tolist())) == len(plain) and nonces.min() >= RESERVED_NONCE_BASE
     assert np.array_equal(ciphertext, cipher.encrypt(plain, nonces))
     if kind != "png":  # images 0 and 2 are equal: only a per-image cipher tells them apart
         assert np.array_equal(ciphertext[0], ciphertext[2]) == (not cipher.per_image)
 
-    decrypted = run(
-        capsys, "decrypt", *tenant, "--in", cipher_path, "--out", back_path, *nonce_args
-    )
+    decrypted = run(capsys, "decrypt", *tenant, "--in", cipher_path, "--out", back_path)
     assert decrypted.code == 0, decrypted
     assert np.array_equal(read_pixels(back_path), plain)
     if kind == "npy":
@@ -350,7 +337,7 @@ def test_encrypt_into_an_existing_empty_folder(
     assert len(list(cipher_path.iterdir())) == len(images)
 
 
-def _npy(array: np.ndarray, out_name: str = "cipher.npy") -> Callable[[Path], tuple[Path, Path]]:
+def _npy(array: np.ndarray, out_name: str = "cipher.npz") -> Callable[[Path], tuple[Path, Path]]:
     def make(folder: Path) -> tuple[Path, Path]:
         np.save(folder / "plain.npy", array)
         return folder / "plain.npy", folder / "out" / out_name
@@ -399,8 +386,8 @@ def _shared_stems(folder: Path) -> tuple[Path, Path]:
 
 def _output_is_a_folder(folder: Path) -> tuple[Path, Path]:
     np.save(folder / "plain.npy", np.zeros((1, SIZE, SIZE, 3), np.uint8))
-    (folder / "out" / "cipher.npy").mkdir(parents=True)
-    return folder / "plain.npy", folder / "out" / "cipher.npy"
+    (folder / "out" / "cipher.npz").mkdir(parents=True)
+    return folder / "plain.npy", folder / "out" / "cipher.npz"
 
 
 RNG = np.random.default_rng(3)
@@ -426,17 +413,22 @@ BAD_INPUTS = {
     "two images, one output name": (_shared_stems, "hospital", ["scan.bmp, scan.png", "scan.png"]),
     "unknown tenant": (_png(SIZE), "nobody", ["no key for tenant 'nobody'"]),
     "invalid tenant id": (_png(SIZE), "../hospital", ["tenant id '../hospital' is not valid"]),
-    "lossy output": (_png(SIZE, "cipher.jpg"), "hospital", ["cipher.jpg", "lossless"]),
+    "lossy output": (_png(SIZE, "cipher.jpg"), "hospital", ["cipher.jpg", "lossless PNG"]),
     "npy to png": (
         _npy(np.zeros((1, SIZE, SIZE, 3), np.uint8), "cipher.png"),
         "hospital",
-        ["cipher.png must end in .npy, like the input"],
+        ["written as .npz", "not cipher.png", "cipher.npz"],
     ),
-    "output is a folder": (_output_is_a_folder, "hospital", ["cipher.npy"]),
+    "npy to npy": (
+        _npy(np.zeros((1, SIZE, SIZE, 3), np.uint8), "cipher.npy"),
+        "hospital",
+        ["written as .npz", "cipher.npz"],
+    ),
+    "output is a folder": (_output_is_a_folder, "hospital", ["cipher.npz"]),
 }
 
 
-@pytest.mark.parametrize("command", ["encrypt", "decrypt"])
+@pytest.mark.parametrize("command", ["encrypt"])
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_exits_2_with_one_line_and_no_output(
     store: SharedStore, tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str, command: str
@@ -484,10 +476,10 @@ def test_a_key_version_that_does_not_exist(
     outcome = run(
         capsys,
         *("encrypt", *store_args(store.root, "hospital"), "--key-version", 7),
-        *("--in", tmp_path / "plain.npy", "--out", tmp_path / "cipher.npy"),
+        *("--in", tmp_path / "plain.npy", "--out", tmp_path / "cipher.npz"),
     )
     assert_refused(outcome, "no key version 7")
-    assert not (tmp_path / "cipher.npy").exists()
+    assert not (tmp_path / "cipher.npz").exists()
 
 
 def test_wrong_or_missing_passphrase(
@@ -499,12 +491,14 @@ def test_wrong_or_missing_passphrase(
     key = KeyStore(root).load("hospital")
     write_png(tmp_path / "in" / "plain.png", np.zeros((SIZE, SIZE, 3), np.uint8))
     argv = [*store_args(root, "hospital"), "--in", tmp_path / "in" / "plain.png"]
+    ciphertext = tmp_path / "in" / "cipher.png"
+    assert run(capsys, "encrypt", *argv, "--out", ciphertext).code == 0
     out = tmp_path / "out"
     out.mkdir()
 
     monkeypatch.setenv(PASSPHRASE_ENV, "not the passphrase")
-    for command in ("encrypt", "decrypt"):
-        outcome = run(capsys, command, *argv, "--out", out / "cipher.png")
+    for command, source in (("encrypt", argv), ("decrypt", [*argv[:4], "--in", ciphertext])):
+        outcome = run(capsys, command, *source, "--out", out / "cipher.png")
         assert_refused(outcome, "wrong passphrase", str(root))
         assert passphrase not in outcome.err and "not the passphrase" not in outcome.err
     monkeypatch.delenv(PASSPHRASE_ENV)
@@ -547,16 +541,18 @@ def test_a_damaged_key_store(
 ) -> None:
     root = tmp_path / "store"
     assert run(capsys, *keygen_args(root, "hospital")).code == 0
-    expected = damage(root)
     write_png(tmp_path / "plain.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+    tenant = store_args(root, "hospital")
+    encrypted = tmp_path / "cipher.png"
+    assert (
+        run(capsys, "encrypt", *tenant, "--in", tmp_path / "plain.png", "--out", encrypted).code
+        == 0
+    )
+    expected = damage(root)
     out = tmp_path / "out"
     out.mkdir()
-    for command in ("encrypt", "decrypt"):
-        outcome = run(
-            capsys,
-            *(command, *store_args(root, "hospital")),
-            *("--in", tmp_path / "plain.png", "--out", out / "cipher.png"),
-        )
+    for command, source in (("encrypt", tmp_path / "plain.png"), ("decrypt", encrypted)):
+        outcome = run(capsys, command, *tenant, "--in", source, "--out", out / "out.png")
         assert_refused(outcome, expected)
     assert list(out.iterdir()) == []
 
@@ -572,6 +568,8 @@ def test_show_writes_plain_and_encrypted_side_by_side(
 ) -> None:
     np.save(tmp_path / "plain.npy", images)
     picture = tmp_path / "grid.png"
+    counter = store.root / tenant_id / "nonces.json"
+    reserved = json.loads(counter.read_text())["next"] if counter.exists() else 0
     outcome = run(
         capsys,
         *("show", *store_args(store.root, tenant_id), "--limit", 2),
@@ -585,8 +583,8 @@ def test_show_writes_plain_and_encrypted_side_by_side(
     assert grid.shape == (18 + 2 * 164 + 4, 2 * 164 + 4, 3)
     cipher = create_cipher(store.keys[tenant_id])
     nonces = None
-    if cipher.per_image:
-        first = int(outcome.out.split("--first-nonce ")[1].split()[0])
+    if cipher.per_image:  # the next two nonces of the tenant's counter
+        first = max(reserved, RESERVED_NONCE_BASE)
         nonces = np.arange(first, first + 2)
     encrypted = cipher.encrypt(images[:2], nonces)
     for row in range(2):
@@ -602,7 +600,9 @@ def test_show_refuses_bad_input_without_writing(
     np.save(tmp_path / "small.npy", np.zeros((1, 8, 8, 3), np.uint8))
     argv = ["show", *store_args(store.root, "hospital"), "--out", tmp_path / "grid.png"]
     assert_refused(run(capsys, *argv, "--in", tmp_path / "small.npy"), "image size 16")
-    assert_refused(run(capsys, *argv, "--in", tmp_path / "small.npy", "--limit", 0), "--limit")
+    with pytest.raises(SystemExit) as stop:
+        run(capsys, *argv, "--in", tmp_path / "small.npy", "--limit", 0)
+    assert stop.value.code == 2 and "--limit" in capsys.readouterr().err
     assert_refused(run(capsys, *argv, "--in", tmp_path / "none.npy"), "does not exist")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["small.npy"]
 
@@ -715,23 +715,13 @@ def test_logs_hold_no_key_material(
     np.save(tmp_path / "plain.npy", images)
     for tenant_id in TENANTS:
         tenant = store_args(store.root, tenant_id)
-        cipher_path, back_path = tmp_path / f"{tenant_id}.npy", tmp_path / f"{tenant_id}-back.npy"
+        cipher_path, back_path = tmp_path / f"{tenant_id}.npz", tmp_path / f"{tenant_id}-back.npy"
         for argv in (
-            # An explicit nonce range works for every cipher (ignored by static ones).
-            [
-                "encrypt",
-                *tenant,
-                "--in",
-                tmp_path / "plain.npy",
-                "--out",
-                cipher_path,
-                "--first-nonce",
-                "0",
-            ],
-            ["decrypt", *tenant, "--in", cipher_path, "--out", back_path, "--first-nonce", "0"],
+            ["encrypt", *tenant, "--in", tmp_path / "plain.npy", "--out", cipher_path],
+            ["decrypt", *tenant, "--in", cipher_path, "--out", back_path],
             ["show", *tenant, "--in", tmp_path / "plain.npy", "--out", tmp_path / "grid.png"],
             ["keys", "list", *tenant],
-            ["encrypt", *tenant, "--in", tmp_path / "nowhere.npy", "--out", tmp_path / "x.npy"],
+            ["encrypt", *tenant, "--in", tmp_path / "nowhere.npy", "--out", tmp_path / "x.npz"],
         ):
             run(capsys, *argv)
         assert np.array_equal(np.load(back_path), images)
@@ -773,13 +763,7 @@ def test_the_command_in_a_real_process(tmp_path: Path, images: np.ndarray) -> No
     )
     assert encrypted.returncode == 0, encrypted.stderr
     decrypted = patchveil(
-        "decrypt",
-        *tenant,
-        "--in",
-        tmp_path / "c.png",
-        "--out",
-        tmp_path / "p.png",
-        *("--first-nonce", encrypted.stdout.split("--first-nonce ")[1].split()[0]),
+        "decrypt", *tenant, "--in", tmp_path / "c.png", "--out", tmp_path / "p.png"
     )
     assert decrypted.returncode == 0, decrypted.stderr
     assert np.array_equal(read_pixels(tmp_path / "p.png")[0], images[0])
@@ -816,7 +800,7 @@ def test_tenant_commands_import_neither_torch_nor_ray(tmp_path: Path) -> None:
         ["--help"],
         ["ciphers"],
         [str(arg) for arg in keygen_args(tmp_path / "store", "hospital")],
-        ["encrypt", *tenant, "--in", str(tmp_path / "plain.npy"), "--out", str(tmp_path / "c.npy")],
+        ["encrypt", *tenant, "--in", str(tmp_path / "plain.npy"), "--out", str(tmp_path / "c.npz")],
     ]
     probe = subprocess.run(
         [sys.executable, "-c", _IMPORT_PROBE, json.dumps(commands)],
@@ -831,4 +815,4 @@ def test_tenant_commands_import_neither_torch_nor_ray(tmp_path: Path) -> None:
     report = json.loads(probe.stdout.rsplit("REPORT ", 1)[1])
     assert [entry["code"] for entry in report] == [0, 0, 0, 0], probe.stderr
     assert [entry["loaded"] for entry in report] == [[], [], [], []], report
-    assert (tmp_path / "c.npy").exists()
+    assert (tmp_path / "c.npz").exists()

@@ -7,6 +7,12 @@ from pathlib import Path
 import numpy as np
 
 from patchveil.tenants.ciphers import Cipher, create_cipher
+from patchveil.tenants.encrypted_batch import (
+    CiphertextError,
+    EncryptedBatch,
+    integrity_tags,
+    mismatched_tags,
+)
 from patchveil.tenants.keys import CipherSpec, Key
 from patchveil.tenants.keystore import KeyStore
 
@@ -37,13 +43,69 @@ class Tenant:
             self._ciphers[key.version] = create_cipher(key)
         return self._ciphers[key.version]
 
+    def encrypt_batch(self, images: np.ndarray, version: int | None = None) -> EncryptedBatch:
+        """Encrypt uint8 images [N, H, W, 3] with the newest key (or `version`).
+
+        A per-image cipher gets fresh nonces reserved in the key store: callers never choose
+        one. The result carries what `decrypt_batch` needs (key id and version, nonces, one
+        integrity tag per image), none of it secret.
+        """
+        cipher = self.cipher(version)
+        batch = cipher.check_images(images)  # a bad input fails before a nonce is reserved
+        nonces = None
+        if cipher.per_image:
+            first = self.store.reserve_nonces(self.tenant_id, len(batch))
+            nonces = np.arange(first, first + len(batch), dtype=np.int64)
+        ciphertexts = cipher.encrypt(batch, nonces)
+        key = self.key(cipher.key_version)
+        return EncryptedBatch(
+            tenant_id=self.tenant_id,
+            key_id=key.key_id,
+            key_version=key.version,
+            cipher=key.spec.name,
+            images=ciphertexts,
+            tags=integrity_tags(key, ciphertexts, nonces),
+            nonces=nonces,
+        )
+
+    def decrypt_batch(self, batch: EncryptedBatch) -> np.ndarray:
+        """The plain images of `batch`; refused (nothing returned) when the batch belongs to
+        another tenant or key, lacks its nonces, or any image fails its integrity check."""
+        if batch.tenant_id != self.tenant_id:
+            raise CiphertextError(
+                f"these images were encrypted by tenant {batch.tenant_id!r}, not {self.tenant_id!r}"
+            )
+        key = self.key(batch.key_version)
+        if key.key_id != batch.key_id:
+            raise CiphertextError(
+                f"these images were encrypted with key {batch.key_id} (version "
+                f"{batch.key_version}), but version {key.version} in {self.store.root} is key "
+                f"{key.key_id}: they come from another key store"
+            )
+        cipher = self.cipher(key.version)
+        if cipher.per_image and batch.nonces is None:
+            raise CiphertextError(
+                f"key version {key.version} draws a fresh transform per image, but these images "
+                "carry no nonces"
+            )
+        bad = mismatched_tags(key, batch)
+        if bad:
+            shown = ", ".join(str(index) for index in bad[:8]) + (" …" if len(bad) > 8 else "")
+            raise CiphertextError(
+                f"{len(bad)} of {len(batch)} image(s) fail their integrity check (image {shown}): "
+                "their pixels, nonce or metadata were changed, or they went through a lossy format"
+            )
+        return cipher.decrypt(batch.images, batch.nonces)
+
     def encrypt(
         self, images: np.ndarray, version: int | None = None, nonces: np.ndarray | None = None
     ) -> np.ndarray:
-        """Encrypt with the newest key (or `version`); `nonces` for per-image ciphers."""
+        """Encrypt with caller-chosen nonces: for the tenant actor's shards, whose nonce is the
+        sample's tenant-local index (unique by the platform registry). Prefer `encrypt_batch`."""
         return self.cipher(version).encrypt(images, nonces)
 
     def decrypt(
         self, images: np.ndarray, version: int | None = None, nonces: np.ndarray | None = None
     ) -> np.ndarray:
+        """Undo `encrypt` (same version and nonces); no integrity check."""
         return self.cipher(version).decrypt(images, nonces)

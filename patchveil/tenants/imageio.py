@@ -6,11 +6,14 @@ would destroy the exact decryption.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +22,8 @@ from patchveil.fsutil import atomic_path
 from patchveil.tenants.sources.folders import IMAGE_SUFFIXES, read_image
 
 LOSSLESS_SUFFIXES = {".png", ".bmp", ".tif", ".tiff", ".ppm"}
+# The PNG text chunk where an encrypted image keeps its key id, version, nonce and tag.
+PNG_METADATA_KEY = "patchveil"
 
 
 @dataclass(frozen=True)
@@ -60,8 +65,17 @@ def read_images(path: Path | str) -> ImageBatch:
     )
 
 
-def write_images(path: Path | str, batch: ImageBatch, images: np.ndarray) -> None:
-    """Write `images` in the same kind as `batch` came in, atomically (never half a result)."""
+def write_images(
+    path: Path | str,
+    batch: ImageBatch,
+    images: np.ndarray,
+    metadata: Sequence[Mapping[str, Any]] | None = None,
+) -> None:
+    """Write `images` in the same kind as `batch` came in, atomically (never half a result).
+
+    `metadata` (one JSON-able mapping per image) is stored in each PNG's text chunk; `.npy`
+    output carries none (ciphertext batches are written by `write_encrypted` instead).
+    """
     path = Path(path)
     if batch.kind == "npy":
         if path.suffix.lower() != ".npy":
@@ -74,7 +88,7 @@ def write_images(path: Path | str, batch: ImageBatch, images: np.ndarray) -> Non
             raise PatchveilError(
                 f"output {path} must be a lossless image (.png): a lossy format breaks decryption"
             )
-        write_png(path, images[0])
+        write_png(path, images[0], None if metadata is None else metadata[0])
         return
     if path.exists() and any(path.iterdir()):
         raise PatchveilError(f"output folder {path} exists and is not empty")
@@ -93,8 +107,8 @@ def write_images(path: Path | str, batch: ImageBatch, images: np.ndarray) -> Non
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        for output, image in zip(outputs, images, strict=True):
-            write_png(staging / output, image)
+        for index, (output, image) in enumerate(zip(outputs, images, strict=True)):
+            write_png(staging / output, image, None if metadata is None else metadata[index])
         if path.exists():
             path.rmdir()
         os.replace(staging, path)
@@ -103,12 +117,37 @@ def write_images(path: Path | str, batch: ImageBatch, images: np.ndarray) -> Non
         raise
 
 
-def write_png(path: Path | str, image: np.ndarray) -> None:
-    """Write one uint8 [H, W, 3] image as PNG, atomically."""
+def write_png(
+    path: Path | str, image: np.ndarray, metadata: Mapping[str, Any] | None = None
+) -> None:
+    """Write one uint8 [H, W, 3] image as PNG, atomically; `metadata` goes in a text chunk."""
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    info = None
+    if metadata is not None:
+        info = PngInfo()
+        info.add_text(PNG_METADATA_KEY, json.dumps(dict(metadata), sort_keys=True))
+    with atomic_path(path) as temporary:
+        Image.fromarray(np.ascontiguousarray(image)).save(temporary, format="PNG", pnginfo=info)
+
+
+def read_png_metadata(path: Path) -> dict[str, Any] | None:
+    """The JSON of a PNG's patchveil text chunk, or None when it has none."""
     from PIL import Image
 
-    with atomic_path(path) as temporary:
-        Image.fromarray(np.ascontiguousarray(image)).save(temporary, format="PNG")
+    try:
+        with Image.open(path) as image:
+            text = getattr(image, "text", {}).get(PNG_METADATA_KEY)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageFormatError(f"{path} is not a readable image ({error})") from None
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _suffix_list() -> str:

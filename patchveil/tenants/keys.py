@@ -8,12 +8,14 @@ through `keystream()`, which the cipher module uses to derive permutations and m
 from __future__ import annotations
 
 import json
+import numbers
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from patchveil.config import MAX_IMAGE_SIZE
 from patchveil.errors import CipherConfigError
 from patchveil.tenants.keystream import KeyStream
 
@@ -32,6 +34,16 @@ class CipherSpec:
     params: tuple[tuple[str, ParamValue], ...] = ()
 
     def __post_init__(self) -> None:
+        for name in ("block_size", "image_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise CipherConfigError(f"{name} must be an integer, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        if self.image_size > MAX_IMAGE_SIZE:
+            raise CipherConfigError(
+                f"image size {self.image_size} is larger than the largest supported, "
+                f"{MAX_IMAGE_SIZE} pixels; resize the images first"
+            )
         if self.block_size <= 0 or self.image_size <= 0:
             raise CipherConfigError(
                 f"block size ({self.block_size}) and image size ({self.image_size}) must be positive"

@@ -181,7 +181,7 @@ def test_a_failed_folder_write_leaves_nothing_behind(
     written: list[Path] = []
     real_write_png = imageio.write_png
 
-    def fail_on_the_second(path: Path, image: np.ndarray) -> None:
+    def fail_on_the_second(path: Path, image: np.ndarray, metadata: object = None) -> None:
         if written:
             raise OSError("disk full")
         written.append(Path(path))

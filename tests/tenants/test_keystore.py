@@ -18,7 +18,12 @@ from hypothesis import strategies as st
 from patchveil.errors import CipherConfigError, KeyStoreError
 from patchveil.tenants.ciphers import check_spec
 from patchveil.tenants.keys import CipherSpec, Key, _secret_of
-from patchveil.tenants.keystore import PASSPHRASE_ENV, KeyStore, check_tenant_id
+from patchveil.tenants.keystore import (
+    PASSPHRASE_ENV,
+    RESERVED_NONCE_BASE,
+    KeyStore,
+    check_tenant_id,
+)
 from tests.helpers import assert_no_key_material
 
 SPEC = CipherSpec("conventional", 4, 16)
@@ -140,7 +145,7 @@ def test_retiring_the_newest_falls_back_to_the_previous(root: Path) -> None:
     store.rotate("hospital")
     store.retire("hospital", 2)
     assert same_key(store.load("hospital"), first)
-    store.retire("hospital", 1)
+    store.retire("hospital", 1, force=True)
     with pytest.raises(KeyStoreError, match="every key of tenant 'hospital' is retired"):
         store.load("hospital")
 
@@ -431,8 +436,9 @@ def test_nonce_reservations_never_overlap(root: Path) -> None:
     store.create("acme", SPEC)
     first = store.reserve_nonces("acme", 5)
     second = KeyStore(root).reserve_nonces("acme", 3)
-    assert (first, second) == (0, 5)
-    assert store.reserve_nonces("acme", 0) == 8
+    # Reserved nonces live above every tenant-local image index the platform hands out.
+    assert (first, second) == (RESERVED_NONCE_BASE, RESERVED_NONCE_BASE + 5)
+    assert store.reserve_nonces("acme", 0) == RESERVED_NONCE_BASE + 8
 
 
 def test_nonces_need_a_key_and_a_sound_counter(root: Path) -> None:

@@ -127,6 +127,7 @@ class DisposableCipher(Cipher):
     @classmethod
     def check_params_fit(cls, spec: CipherSpec) -> None:
         check_window(spec)
+        group_tables(str(spec.param_dict["group"]), spec.block_size)  # names a known group
 
     @classmethod
     def key_space_bits(cls, spec: CipherSpec) -> float:
