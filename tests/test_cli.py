@@ -816,3 +816,291 @@ def test_tenant_commands_import_neither_torch_nor_ray(tmp_path: Path) -> None:
     assert [entry["code"] for entry in report] == [0, 0, 0, 0], probe.stderr
     assert [entry["loaded"] for entry in report] == [[], [], [], []], report
     assert (tmp_path / "c.npz").exists()
+
+
+# --- the tenant never loses a key, never gets garbage back (issue 17) -------------------------
+def _files(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def test_a_store_without_its_header_is_refused_and_keeps_every_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], images: np.ndarray
+) -> None:
+    root = tmp_path / "store"
+    assert run(capsys, *keygen_args(root, "hospital", "disposable")).code == 0
+    np.save(tmp_path / "plain.npy", images)
+    tenant = store_args(root, "hospital")
+    assert (
+        run(
+            capsys, "encrypt", *tenant, "--in", tmp_path / "plain.npy", "--out", tmp_path / "c.npz"
+        ).code
+        == 0
+    )
+    (root / "store.json").rename(tmp_path / "store.json.aside")
+    before = _files(root)
+    for argv in (
+        ["encrypt", *tenant, "--in", tmp_path / "plain.npy", "--out", tmp_path / "d.npz"],
+        ["decrypt", *tenant, "--in", tmp_path / "c.npz", "--out", tmp_path / "p.npy"],
+        ["keys", "rotate", *tenant],
+        ["keys", "retire", *tenant, "--version", 1, "--force"],
+        [*keygen_args(root, "newcomer")],
+    ):
+        assert_refused(
+            run(capsys, *argv), "incomplete", "store.json is missing", "Nothing was written"
+        )
+        assert _files(root) == before
+    (tmp_path / "store.json.aside").rename(root / "store.json")
+    back = run(capsys, "decrypt", *tenant, "--in", tmp_path / "c.npz", "--out", tmp_path / "p.npy")
+    assert back.code == 0 and np.array_equal(np.load(tmp_path / "p.npy"), images)
+
+
+def test_retire_checks_the_passphrase_and_keeps_the_only_active_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "store"
+    tenant = store_args(root, "hospital")
+    monkeypatch.setenv(PASSPHRASE_ENV, "right")
+    assert run(capsys, *keygen_args(root, "hospital")).code == 0
+    before = _files(root)
+    monkeypatch.setenv(PASSPHRASE_ENV, "wrong")
+    assert_refused(
+        run(capsys, "keys", "retire", *tenant, "--version", 1, "--force"), "wrong passphrase"
+    )
+    monkeypatch.delenv(PASSPHRASE_ENV)
+    assert_refused(
+        run(capsys, "keys", "retire", *tenant, "--version", 1, "--force"), PASSPHRASE_ENV
+    )
+    assert _files(root) == before
+    monkeypatch.setenv(PASSPHRASE_ENV, "right")
+    only = run(capsys, "keys", "retire", *tenant, "--version", 1)
+    assert_refused(only, "only active key", "keys rotate", "--force")
+    assert _files(root) == before
+    forced = run(capsys, "keys", "retire", *tenant, "--version", 1, "--force")
+    assert forced.code == 0 and "retired" in forced.out
+    # The way out: keygen points to rotate, and rotate makes version 2 with the same cipher.
+    assert_refused(
+        run(capsys, *keygen_args(root, "hospital")), "only retired versions", "keys rotate"
+    )
+    rotated = run(capsys, "keys", "rotate", *tenant)
+    assert rotated.code == 0 and "version 2 is now active" in rotated.out
+
+
+@pytest.mark.parametrize("group", ["xyz", "", "rf_np"])
+def test_keygen_refuses_a_group_that_can_never_encrypt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], group: str
+) -> None:
+    root = tmp_path / "store"
+    outcome = run(capsys, *keygen_args(root, "hospital", "disposable"), "--param", f"group={group}")
+    assert_refused(outcome, "unknown block group", "np_cs")
+    assert not root.exists()
+
+
+def test_keys_rotate_can_change_a_parameter(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "store"
+    tenant = store_args(root, "hospital")
+    assert run(capsys, *keygen_args(root, "hospital", "disposable")).code == 0
+    assert_refused(
+        run(capsys, "keys", "rotate", *tenant, "--param", "group=xyz"), "unknown block group"
+    )
+    assert KeyStore(root).versions("hospital") == [1]
+    assert run(capsys, "keys", "rotate", *tenant, "--param", "group=rf").code == 0
+    assert KeyStore(root).load("hospital").spec.param_dict["group"] == "rf"
+
+
+def test_encrypt_never_takes_a_caller_chosen_nonce(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], images: np.ndarray
+) -> None:
+    root = tmp_path / "store"
+    tenant = store_args(root, "hospital")
+    assert run(capsys, *keygen_args(root, "hospital", "disposable")).code == 0
+    np.save(tmp_path / "plain.npy", images)
+    with pytest.raises(SystemExit) as stop:
+        run(
+            capsys,
+            "encrypt",
+            *tenant,
+            "--in",
+            tmp_path / "plain.npy",
+            "--out",
+            tmp_path / "c.npz",
+            "--first-nonce",
+            0,
+        )
+    assert stop.value.code == 2 and "--first-nonce" in capsys.readouterr().err
+    for name in ("one.npz", "two.npz"):
+        assert (
+            run(
+                capsys, "encrypt", *tenant, "--in", tmp_path / "plain.npy", "--out", tmp_path / name
+            ).code
+            == 0
+        )
+    one, two = stored_nonces(tmp_path / "one.npz"), stored_nonces(tmp_path / "two.npz")
+    assert one is not None and two is not None
+    assert not set(one.tolist()) & set(two.tolist())
+    assert not np.array_equal(read_pixels(tmp_path / "one.npz"), read_pixels(tmp_path / "two.npz"))
+
+
+def _edit_png_metadata(path: Path, **changes: object) -> None:
+    with Image.open(path) as opened:
+        metadata = json.loads(opened.text["patchveil"])
+        pixels = np.asarray(opened.convert("RGB"))
+    metadata.update(changes)
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("patchveil", json.dumps(metadata))
+    Image.fromarray(pixels).save(path, format="PNG", pnginfo=info)
+
+
+@pytest.mark.parametrize("tenant_id", sorted(TENANTS))
+def test_decrypt_refuses_what_it_cannot_decrypt_exactly(
+    store: SharedStore,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    images: np.ndarray,
+    tenant_id: str,
+) -> None:
+    tenant = store_args(store.root, tenant_id)
+    plain_path, cipher_path, _ = write_input("folder", tmp_path / "in", images)
+    assert run(capsys, "encrypt", *tenant, "--in", plain_path, "--out", cipher_path).code == 0
+    np.save(tmp_path / "plain.npy", images)
+    assert (
+        run(
+            capsys, "encrypt", *tenant, "--in", tmp_path / "plain.npy", "--out", tmp_path / "c.npz"
+        ).code
+        == 0
+    )
+
+    def refused(source: Path, *fragments: str) -> None:
+        out = tmp_path / "out"
+        outcome = run(capsys, "decrypt", *tenant, "--in", source, "--out", out)
+        assert_refused(outcome, *fragments)
+        assert not out.exists()
+
+    # A pixel changed, a nonce or version edited, metadata stripped, a bare .npy, another tenant.
+    edited = tmp_path / "edited.png"
+    pixels = read_pixels(cipher_path / "a.png")[0].copy()
+    pixels[0, 0, 0] ^= 1
+    with Image.open(cipher_path / "a.png") as opened:
+        text = opened.text["patchveil"]
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("patchveil", text)
+    Image.fromarray(pixels).save(edited, format="PNG", pnginfo=info)
+    refused(edited, "fail their integrity check")
+    nonce_edited = tmp_path / "nonce.png"
+    nonce_edited.write_bytes((cipher_path / "b.png").read_bytes())
+    _edit_png_metadata(nonce_edited, nonce=5)
+    refused(nonce_edited, "fail their integrity check")
+    stripped = write_png(tmp_path / "stripped.png", read_pixels(cipher_path / "a.png")[0])
+    refused(stripped, "carries no patchveil metadata")
+    np.save(tmp_path / "bare.npy", read_pixels(tmp_path / "c.npz"))
+    refused(tmp_path / "bare.npy", "bare .npy", "carries no key version")
+    other = tmp_path / "other.png"
+    other.write_bytes((cipher_path / "a.png").read_bytes())
+    _edit_png_metadata(other, tenant_id="someone-else")
+    refused(other, "encrypted by tenant 'someone-else'")
+    version = tmp_path / "version.png"
+    version.write_bytes((cipher_path / "a.png").read_bytes())
+    _edit_png_metadata(version, key_version=9)
+    refused(version, "no key version 9")
+
+    # One file gone from a folder spoils nothing else: each file carries its own nonce.
+    (cipher_path / "b.png").unlink()
+    back = tmp_path / "back"
+    assert run(capsys, "decrypt", *tenant, "--in", cipher_path, "--out", back).code == 0
+    assert np.array_equal(read_pixels(back), images[[0, 2]])
+
+
+def test_decrypt_refuses_ciphertext_of_another_key_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], images: np.ndarray
+) -> None:
+    """Same tenant name, same version number, another secret: refused, not garbage."""
+    np.save(tmp_path / "plain.npy", images)
+    first, second = tmp_path / "first", tmp_path / "second"
+    for root in (first, second):
+        assert run(capsys, *keygen_args(root, "hospital")).code == 0
+    encrypted = run(
+        capsys,
+        "encrypt",
+        *store_args(first, "hospital"),
+        "--in",
+        tmp_path / "plain.npy",
+        "--out",
+        tmp_path / "c.npz",
+    )
+    assert encrypted.code == 0
+    outcome = run(
+        capsys,
+        "decrypt",
+        *store_args(second, "hospital"),
+        "--in",
+        tmp_path / "c.npz",
+        "--out",
+        tmp_path / "p.npy",
+    )
+    assert_refused(outcome, "another key store")
+    assert not (tmp_path / "p.npy").exists()
+
+
+@pytest.mark.parametrize("command", ["encrypt", "decrypt"])
+def test_an_output_equal_to_the_input_is_refused(
+    store: SharedStore,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    images: np.ndarray,
+    command: str,
+) -> None:
+    tenant = store_args(store.root, "hospital")
+    path = tmp_path / ("x.npy" if command == "encrypt" else "x.npz")
+    if command == "encrypt":
+        np.save(path, images)
+    else:
+        np.save(tmp_path / "plain.npy", images)
+        assert (
+            run(capsys, "encrypt", *tenant, "--in", tmp_path / "plain.npy", "--out", path).code == 0
+        )
+    before = path.read_bytes()
+    assert_refused(run(capsys, command, *tenant, "--in", path, "--out", path), "is the input")
+    assert path.read_bytes() == before
+    plain_folder, _, _ = write_input("folder", tmp_path / "f", images)
+    assert_refused(
+        run(capsys, command, *tenant, "--in", plain_folder, "--out", plain_folder / "inside"),
+        "inside one another",
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--block-size", 4, "--image-size", 100_000], "--image-size"),
+        (["--block-size", 0, "--image-size", 32], "--block-size"),
+        (["--block-size", "four", "--image-size", 32], "--block-size"),
+    ],
+)
+def test_keygen_bounds_numbers_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[object], fragment: str
+) -> None:
+    root = tmp_path / "store"
+    with pytest.raises(SystemExit) as stop:
+        main(
+            [
+                str(a)
+                for a in [
+                    "keygen",
+                    *store_args(root, "hospital"),
+                    "--cipher",
+                    "conventional",
+                    *argv,
+                ]
+            ]
+        )
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err
+    assert not root.exists()
