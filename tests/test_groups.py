@@ -35,7 +35,8 @@ def test_invariant_vit_ignores_every_disposable_key(name: str) -> None:
     """Exact key independence: the same logits for plain images and for any per-image key."""
     torch.manual_seed(0)
     variant = "position_free" if name == "none" else "invariant"
-    spec = ModelSpec(variant, "test", 16, 4, 10, invariance_group=None if name == "none" else name)
+    params = () if name == "none" else (("invariance_group", name),)
+    spec = ModelSpec(variant, "test", 16, 4, 10, params=params)
     model = create_vit_from_spec(spec).eval()
     images = np.random.default_rng(1).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
     with torch.no_grad():
@@ -55,9 +56,8 @@ def test_window_position_vit_ignores_every_windowed_disposable_key(name: str) ->
     """The same exactness with the coarse layout kept: window 2 of a 4×4-block grid."""
     torch.manual_seed(0)
     group = None if name == "none" else name
-    spec = ModelSpec(
-        "window_position", "test", 16, 4, 10, position_window=2, invariance_group=group
-    )
+    params = (("position_window", 2),) + ((("invariance_group", group),) if group else ())
+    spec = ModelSpec("window_position", "test", 16, 4, 10, params=params)
     model = create_vit_from_spec(spec).eval()
     images = np.random.default_rng(2).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
     params = (("group", name), ("window", 2))

@@ -1,25 +1,8 @@
-"""Ray actors on the tenant's side of the trust boundary: one per tenant, holding its key."""
+"""Ray actors on the tenant's side of the trust boundary: one per tenant, holding its key.
 
-from patchveil.actors.tenant import (
-    AUGMENT_NONCE_STRIDE,
-    NAMESPACE,
-    TenantActor,
-    actor_name,
-    call,
-    existing_tenant_actor,
-    nonce_of,
-    sample_id,
-    tenant_actor,
-)
+The platform reaches them through `patchveil.pipelines.tenant_handle`, never by importing this.
+"""
 
-__all__ = [
-    "AUGMENT_NONCE_STRIDE",
-    "NAMESPACE",
-    "TenantActor",
-    "actor_name",
-    "call",
-    "existing_tenant_actor",
-    "nonce_of",
-    "sample_id",
-    "tenant_actor",
-]
+from patchveil.actors.tenant import TenantActor, source_fingerprint
+
+__all__ = ["TenantActor", "source_fingerprint"]

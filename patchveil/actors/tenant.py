@@ -2,96 +2,57 @@
 
 This is the tenant's side of the trust boundary. The actor opens the tenant's key store itself,
 from its folder, and nothing that leaves it (return values, shards, logs, Ray objects) holds key
-material or a plain pixel: methods return plain JSON-able dicts, or ciphertext.
-
-Sample ids are `"<tenant_id>:<index>"`, where `index` is the tenant-local image index handed out
-by the platform registry; the same integer is the nonce of per-image ciphers, so the tenant can
-decrypt any row from its sample id alone. Augmented variants of a training image are
-`"<tenant_id>:<index>:aug<k>"` with nonce `index + k * AUGMENT_NONCE_STRIDE`.
+material or a plain pixel: methods return the messages of `patchveil.protocol`, or ciphertext.
+The platform starts and finds it through `patchveil.pipelines.tenant_handle`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import os
-import re
-import secrets
-import shutil
-import uuid
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from functools import cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
-from patchveil.config import RAY_NAMESPACE, PlatformConfig, check_tenant_id
-from patchveil.datasets import storage
+from patchveil.config import PlatformConfig, check_tenant_id
 from patchveil.datasets.schema import (
-    AUGMENTED_SUFFIX,
     SPLITS,
     ShardMetadata,
     encrypted_batch_to_table,
     table_to_arrays,
 )
-from patchveil.datasets.shards import read_shard, write_shard
+from patchveil.datasets.shards import ShardInfo, read_shard, write_shard
 from patchveil.errors import CipherConfigError, ImageFormatError, PatchveilError, SourceError
-from patchveil.fsutil import atomic_path
+from patchveil.protocol import (
+    ActorDescription,
+    ActorStats,
+    InboxScan,
+    KeyInfo,
+    PlannedShard,
+    SampleCheck,
+    ShardJob,
+    ShardPlan,
+    ShardWritten,
+    SourceInfo,
+)
+from patchveil.tenants import inbox
 from patchveil.tenants.augment import augment_variant, tenant_seed
 from patchveil.tenants.ciphers import check_spec
 from patchveil.tenants.client import Tenant
 from patchveil.tenants.keys import CipherSpec, ParamValue
 from patchveil.tenants.keystore import KeyStore
 from patchveil.tenants.loaders import LabeledImages, load_source
-from patchveil.tenants.sources.folders import IMAGE_SUFFIXES, read_image
+from patchveil.tenants.samples import AUGMENT_NONCE_STRIDE, nonce_of, query_nonces, sample_id
 from patchveil.tenants.split import holdout_mask
 
-NAMESPACE = RAY_NAMESPACE
-ACTOR_CPUS = 0.25
-# Nonces of augmented variants live far above every real image index.
-AUGMENT_NONCE_STRIDE = 10**9
-# Query nonces are random and at least 2**62, so they never meet an image index.
-_QUERY_NONCE_BASE = 2**62
 _CACHED_SOURCES = 2
 _VALIDATION_ROWS = 8
-_SAMPLE_ID = re.compile(r"^(?P<tenant>[^:]+):(?P<index>\d+)(?::aug(?P<variant>\d+))?$")
-
-# The tenant's inbox: images dropped in `<inbox>/<class>/<file>`; these sub-folders are ours.
-INBOX_PROCESSING = "processing"
-INBOX_PROCESSED = "processed"
-INBOX_REJECTED = "rejected"
-INBOX_RESERVED = frozenset({INBOX_PROCESSING, INBOX_PROCESSED, INBOX_REJECTED})
-
-
-def actor_name(tenant_id: str) -> str:
-    """The Ray actor name of a tenant, `tenant-<tenant_id>` (in namespace `patchveil`)."""
-    return f"tenant-{check_tenant_id(tenant_id)}"
-
-
-def sample_id(tenant_id: str, index: int, variant: int = 0) -> str:
-    """`<tenant>:<index>` for an image, `<tenant>:<index>:aug<k>` for its k-th augmented variant."""
-    return (
-        f"{tenant_id}:{index}"
-        if variant == 0
-        else f"{tenant_id}:{index}{AUGMENTED_SUFFIX}{variant}"
-    )
-
-
-def nonce_of(tenant_id: str, sample: str) -> int:
-    """The per-image nonce a sample id stands for; an error for another tenant's sample."""
-    match = _SAMPLE_ID.match(sample)
-    if match is None or match.group("tenant") != tenant_id:
-        raise PatchveilError(
-            f"sample id {sample!r} is not one of tenant {tenant_id!r}'s: expected "
-            f"'{tenant_id}:<index>' or '{tenant_id}:<index>:aug<k>'"
-        )
-    variant = int(match.group("variant") or 0)
-    return int(match.group("index")) + variant * AUGMENT_NONCE_STRIDE
 
 
 def source_fingerprint(data: LabeledImages, hmac_key: bytes) -> str:
@@ -119,7 +80,6 @@ class TenantActor:
         tenant_id: str,
         key_store_path: str,
         config: PlatformConfig,
-        crash_marker: str | None = None,
     ) -> None:
         self.tenant_id = check_tenant_id(tenant_id)
         self._key_store_path = str(Path(key_store_path).expanduser().absolute())
@@ -127,7 +87,6 @@ class TenantActor:
         # The store is opened here, from its folder, on every (re)start of the actor.
         self._tenant = Tenant(self.tenant_id, KeyStore(self._key_store_path))
         self._sources: OrderedDict[tuple[str, int], _Source] = OrderedDict()
-        self._crash_marker = crash_marker
         self._started_at = datetime.now(UTC).isoformat(timespec="seconds")
         self._counts = {"shards_written": 0, "rows_written": 0, "queries_encrypted": 0}
 
@@ -135,14 +94,14 @@ class TenantActor:
         return f"TenantActor(tenant={self.tenant_id!r})"
 
     # --- identity and key ---------------------------------------------------------------
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> ActorDescription:
         """Which tenant, key store folder and platform home this actor serves."""
-        return {
-            "tenant_id": self.tenant_id,
-            "key_store": self._key_store_path,
-            "home": str(self._config.home),
-            "pid": os.getpid(),
-        }
+        return ActorDescription(
+            tenant_id=self.tenant_id,
+            key_store=self._key_store_path,
+            home=str(self._config.home),
+            pid=os.getpid(),
+        )
 
     def ensure_key(
         self,
@@ -150,7 +109,7 @@ class TenantActor:
         block_size: int,
         image_size: int,
         params: dict[str, ParamValue] | None = None,
-    ) -> dict[str, Any]:
+    ) -> KeyInfo:
         """Create the tenant's first key for this cipher, or check the existing key matches it."""
         wanted = check_spec(
             CipherSpec(cipher, int(block_size), int(image_size), tuple((params or {}).items()))
@@ -158,7 +117,7 @@ class TenantActor:
         store = self._tenant.store
         if not store.versions(self.tenant_id):
             store.create(self.tenant_id, wanted)
-            return {**self.key_info(), "created": True}
+            return replace(self.key_info(), created=True)
         current = self._tenant.key().spec
         if check_spec(current) != wanted:
             raise CipherConfigError(
@@ -166,44 +125,47 @@ class TenantActor:
                 f"not {_describe(wanted)}; onboard it with its existing cipher, or remove the "
                 "tenant first to change cipher"
             )
-        return {**self.key_info(), "created": False}
+        return self.key_info()
 
-    def key_info(self) -> dict[str, Any]:
+    def key_info(self) -> KeyInfo:
         """The newest active key's id, version and cipher (never its secret)."""
         if not self._tenant.store.versions(self.tenant_id):
-            return {"tenant_id": self.tenant_id, "has_key": False}
+            return KeyInfo(tenant_id=self.tenant_id, has_key=False)
         key = self._tenant.key()
-        return {
-            "tenant_id": self.tenant_id,
-            "has_key": True,
-            "key_id": key.key_id,
-            "key_version": key.version,
-            "cipher": key.spec.to_json(),
-            "created_at": key.created_at,
-        }
+        return KeyInfo(
+            tenant_id=self.tenant_id,
+            has_key=True,
+            key_id=key.key_id,
+            key_version=key.version,
+            cipher=key.spec.name,
+            block_size=key.spec.block_size,
+            image_size=key.spec.image_size,
+            params=tuple(key.spec.param_dict.items()),
+            created_at=key.created_at,
+        )
 
-    def rotate_key(self) -> dict[str, Any]:
+    def rotate_key(self) -> KeyInfo:
         """Make a new key version the active one; older versions stay readable for re-encryption."""
         self._tenant.rotate_key()
         return self.key_info()
 
     # --- sources --------------------------------------------------------------------------
-    def inspect_source(self, source: str) -> dict[str, Any]:
+    def inspect_source(self, source: str) -> SourceInfo:
         """How many images a source holds, their size, class names and fingerprint."""
         loaded = self._load(source)
         data = loaded.data
-        return {
-            "source": str(source),
-            "images": len(data),
-            "image_size": data.image_size,
-            "class_names": list(data.class_names),
-            "labelled": data.has_labels,
-            "fingerprint": loaded.fingerprint,
-        }
+        return SourceInfo(
+            source=str(source),
+            images=len(data),
+            image_size=data.image_size,
+            class_names=tuple(data.class_names),
+            labelled=data.has_labels,
+            fingerprint=loaded.fingerprint,
+        )
 
     def plan_shards(
         self, source: str, shard_size: int, validation_fraction: float, seed: int = 0
-    ) -> dict[str, Any]:
+    ) -> ShardPlan:
         """Split the source's image positions into train/validation shards of `shard_size`.
 
         The hold-out is stratified by class (`holdout_mask`) and happens here, on the tenant's
@@ -223,40 +185,31 @@ class TenantActor:
             held_out = np.zeros(len(data), dtype=bool)
         else:
             held_out = holdout_mask(data.labels, validation_fraction, seed)
-        shards = []
+        shards: list[PlannedShard] = []
         for split, members in (
             ("train", np.flatnonzero(~held_out)),
             ("validation", np.flatnonzero(held_out)),
         ):
             for start in range(0, len(members), shard_size):
                 chunk = members[start : start + shard_size]
-                shards.append({"split": split, "indices": chunk.tolist()})
-        return {
-            "fingerprint": loaded.fingerprint,
-            "images": len(data),
-            "image_size": data.image_size,
-            "class_names": list(data.class_names),
-            "shards": shards,
-        }
+                shards.append(PlannedShard(split, tuple(int(i) for i in chunk)))
+        return ShardPlan(
+            fingerprint=loaded.fingerprint,
+            images=len(data),
+            image_size=data.image_size,
+            class_names=tuple(data.class_names),
+            shards=tuple(shards),
+        )
 
     # --- shards ---------------------------------------------------------------------------
-    def encrypt_shard(
-        self,
-        source: str,
-        indices: Sequence[int],
-        folder_uri: str,
-        shard_name: str,
-        split: str,
-        augment_variants: int = 0,
-        index_offset: int = 0,
-        fingerprint: str | None = None,
-    ) -> dict[str, Any]:
-        """Encrypt the source images at `indices` with the newest key and write one shard.
+    def encrypt_shard(self, job: ShardJob) -> ShardWritten:
+        """Encrypt the job's source images with the newest key and write one shard.
 
         Image `i` becomes sample `<tenant>:<index_offset + i>`. With `augment_variants=K` (train
         shards only) K crop-and-flip variants of each image are encrypted too. The shard is
         written atomically and may be rewritten (a retried task produces the same bytes).
         """
+        source, split, augment_variants = job.source, job.split, job.augment_variants
         if split not in SPLITS:
             raise PatchveilError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         if augment_variants < 0 or (augment_variants and split != "train"):
@@ -265,13 +218,13 @@ class TenantActor:
                 f"{augment_variants} for a {split} shard"
             )
         loaded = self._load(source)
-        if fingerprint is not None and loaded.fingerprint != fingerprint:
+        if job.fingerprint is not None and loaded.fingerprint != job.fingerprint:
             raise SourceError(
                 f"source {source} changed since its shards were planned; onboard it again"
             )
         data = loaded.data
         self._check_fits_key(source, data)
-        positions = np.asarray(indices, dtype=np.int64)
+        positions = np.asarray(job.indices, dtype=np.int64)
         if positions.ndim != 1 or not len(positions) or positions.min() < 0:
             raise PatchveilError("a shard needs a non-empty list of image positions (0 or more)")
         if positions.max() >= len(data):
@@ -282,7 +235,7 @@ class TenantActor:
         key = self._tenant.key()
         cipher = self._tenant.cipher(key.version)
         plain = data.images[positions]
-        image_indices = positions + int(index_offset)
+        image_indices = positions + int(job.index_offset)
         images = [cipher.encrypt(plain, image_indices)]
         sample_ids = [sample_id(self.tenant_id, int(index)) for index in image_indices]
         labels = [data.labels[positions]]
@@ -303,13 +256,12 @@ class TenantActor:
             image_size=key.spec.image_size,
             split=split,
         )
-        with self._crash_halfway_through_first_write():
-            info = write_shard(table, folder_uri, shard_name, overwrite=True)
+        info = self._write_shard(table, job)
         self._counts["shards_written"] += 1
         self._counts["rows_written"] += info.rows
-        return {**info.to_json(), "split": split}
+        return ShardWritten(info, split)
 
-    def reencrypt_shard(self, shard_uri: str, folder_uri: str, shard_name: str) -> dict[str, Any]:
+    def reencrypt_shard(self, shard_uri: str, folder_uri: str, shard_name: str) -> ShardWritten:
         """Decrypt a shard with the key version it was written under, re-encrypt with the newest."""
         table = read_shard(shard_uri)
         metadata = ShardMetadata.from_schema(table.schema)
@@ -344,11 +296,11 @@ class TenantActor:
         info = write_shard(new_table, folder_uri, shard_name, overwrite=True)
         self._counts["shards_written"] += 1
         self._counts["rows_written"] += info.rows
-        return {**info.to_json(), "split": splits[0]}
+        return ShardWritten(info, splits[0])
 
     def validate_sample(
         self, shard_uri: str, source: str, indices: Sequence[int], index_offset: int = 0
-    ) -> dict[str, Any]:
+    ) -> SampleCheck:
         """Check a written shard: the rows of `indices` decrypt exactly to the plain source
         images (and their augmented variants, if any), and no ciphertext equals its plain image."""
         table = read_shard(shard_uri)
@@ -381,120 +333,59 @@ class TenantActor:
                     f"shard {shard_uri} has no row for sample {wanted!r}; it does not hold the "
                     "images it was written for"
                 )
-        return {
-            "rows": table.num_rows,
-            "checked": checked,
-            "key_version": metadata.key_version,
-            "decrypts_exactly": exact,
-            "differs_from_plain": differs,
-        }
+        return SampleCheck(
+            rows=table.num_rows,
+            checked=checked,
+            key_version=metadata.key_version,
+            decrypts_exactly=exact,
+            differs_from_plain=differs,
+        )
 
     # --- queries and stats ----------------------------------------------------------------
     def encrypt_queries(self, images: np.ndarray) -> np.ndarray:
         """Encrypt query images with the newest key (fresh random nonces for per-image ciphers)."""
         images = np.asarray(images)
         count = 1 if images.ndim == 3 else len(images)
-        nonces = np.array(
-            [_QUERY_NONCE_BASE + secrets.randbits(62) for _ in range(count)], dtype=np.int64
-        )
-        encrypted = self._tenant.encrypt(images, None, nonces)
+        encrypted = self._tenant.encrypt(images, None, query_nonces(count))
         self._counts["queries_encrypted"] += count
         return encrypted
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> ActorStats:
         """What this actor process has done since it (re)started."""
         info = self.key_info()
-        return {
-            "tenant_id": self.tenant_id,
-            "key_version": info.get("key_version"),
-            "pid": os.getpid(),
-            "started_at": self._started_at,
-            "sources_cached": len(self._sources),
+        return ActorStats(
+            tenant_id=self.tenant_id,
+            key_version=info.key_version if info.has_key else None,
+            pid=os.getpid(),
+            started_at=self._started_at,
+            sources_cached=len(self._sources),
             **self._counts,
-        }
+        )
 
     # --- the inbox ------------------------------------------------------------------------
-    def scan_inbox(self, class_names: Sequence[str] = ()) -> dict[str, Any]:
+    def scan_inbox(self, class_names: Sequence[str] = ()) -> InboxScan:
         """Collect images dropped in the tenant's inbox into batches ready to encrypt.
 
-        New files `<inbox>/<class>/<file>` move to `processing/<batch>/<class>/`; each batch is
-        decoded into `processing/<batch>.npz` (a source like any other). `<class>` is one of
-        `class_names` or an integer label. Unreadable images, images of the wrong size and
-        unknown classes move to `rejected/` and are reported. Batches left by an interrupted
-        run are picked up again.
+        New files `<inbox>/<class>/<file>` become a batch, decoded into a source like any other
+        (`patchveil.tenants.inbox`). `<class>` is one of `class_names` or an integer label.
+        Unreadable images, images of the wrong size and unknown classes move to `rejected/` and
+        are reported. Batches left by an interrupted run are picked up again.
         """
-        inbox = self._config.inbox_for(self.tenant_id)
-        processing = inbox / INBOX_PROCESSING
-        rejected: list[dict[str, str]] = []
-        new_files = _dropped_files(inbox)
-        if new_files:
-            batch = processing / (
-                datetime.now(UTC).strftime("%Y%m%dT%H%M%S-") + uuid.uuid4().hex[:8]
+        folder = self._config.inbox_for(self.tenant_id)
+        inbox.move_new_files(folder)
+        rejected = []
+        for batch in inbox.unpacked_batches(folder):
+            rejected += inbox.pack_batch(
+                batch, list(class_names), self._key_image_size(), self.tenant_id
             )
-            for path in new_files:
-                target = batch / path.relative_to(inbox)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(path, target)
-        for folder in sorted(p for p in processing.glob("*") if p.is_dir()):
-            if not folder.with_suffix(".npz").exists():
-                rejected += self._pack_batch(folder, list(class_names))
-        batches = []
-        for archive in sorted(processing.glob("*.npz")):
-            batches.append(self.inspect_source(str(archive)))
-        return {"batches": batches, "rejected": rejected}
+        batches = tuple(self.inspect_source(str(a)) for a in inbox.packed_batches(folder))
+        return InboxScan(batches=batches, rejected=tuple(rejected))
 
     def archive_inbox_batch(self, source: str) -> str:
         """Move an encrypted and published batch's files to `processed/`; return where."""
-        inbox = self._config.inbox_for(self.tenant_id)
-        archive = Path(source)
-        if archive.parent != inbox / INBOX_PROCESSING or archive.suffix != ".npz":
-            raise PatchveilError(f"{source} is not an inbox batch of tenant {self.tenant_id!r}")
-        target = inbox / INBOX_PROCESSED / archive.stem
-        folder = archive.with_suffix("")
-        if folder.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(folder, target)
-        archive.unlink(missing_ok=True)
-        self._forget(str(archive))
+        target = inbox.archive_batch(self._config.inbox_for(self.tenant_id), source, self.tenant_id)
+        self._forget(source)
         return str(target)
-
-    def _pack_batch(self, folder: Path, class_names: list[str]) -> list[dict[str, str]]:
-        """Decode a batch folder into `<folder>.npz`; move files that do not fit to `rejected/`."""
-        image_size = self._key_image_size()
-        inbox = folder.parent.parent
-        images, labels, rejected = [], [], []
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            relative = path.relative_to(folder)
-            try:
-                label = _label_for(
-                    relative.parts[0] if len(relative.parts) > 1 else "", class_names
-                )
-                image = read_image(path)
-                if image.shape[:2] != (image_size, image_size):
-                    raise ImageFormatError(
-                        f"{relative} is {image.shape[1]}×{image.shape[0]}; tenant "
-                        f"{self.tenant_id!r} encrypts {image_size}×{image_size} images"
-                    )
-            except PatchveilError as error:
-                target = inbox / INBOX_REJECTED / folder.name / relative
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(path, target)
-                rejected.append({"file": str(relative), "reason": str(error)})
-                continue
-            images.append(image)
-            labels.append(label)
-        if not images:
-            shutil.rmtree(folder, ignore_errors=True)
-            return rejected
-        names = class_names or [str(label) for label in range(max(labels) + 1)]
-        with atomic_path(folder.with_suffix(".npz")) as temporary, open(temporary, "wb") as out:
-            np.savez(
-                out,
-                images=np.stack(images),
-                labels=np.asarray(labels, dtype=np.int64),
-                class_names=np.asarray(names, dtype=np.str_),
-            )
-        return rejected
 
     # --- internals ------------------------------------------------------------------------
     def _load(self, source: str) -> _Source:
@@ -533,29 +424,9 @@ class TenantActor:
                 f"resize the images or onboard them as another tenant"
             )
 
-    @contextlib.contextmanager
-    def _crash_halfway_through_first_write(self) -> Iterator[None]:
-        """TEST ONLY: with a crash marker, kill this process half way through writing a shard.
-
-        Fires once: the marker file records that it did, so the restarted actor writes normally.
-        """
-        marker = self._crash_marker
-        if marker is None or Path(marker).exists():
-            yield
-            return
-        Path(marker).write_text(str(os.getpid()))
-
-        def write_half_then_die(stream: Any, data: memoryview) -> None:
-            stream.write(data[: len(data) // 2])
-            stream.flush()
-            os._exit(1)
-
-        original = storage._write_stream
-        storage._write_stream = write_half_then_die
-        try:
-            yield
-        finally:
-            storage._write_stream = original
+    def _write_shard(self, table: pa.Table, job: ShardJob) -> ShardInfo:
+        """Write a new shard (a seam: tests/faults.py crashes an actor half way through it)."""
+        return write_shard(table, job.folder_uri, job.shard_name, overwrite=True)
 
 
 def _describe(spec: CipherSpec) -> str:
@@ -563,116 +434,3 @@ def _describe(spec: CipherSpec) -> str:
     return f"{spec.name!r} (block size {spec.block_size}, image size {spec.image_size}" + (
         f", {params})" if params else ")"
     )
-
-
-def _dropped_files(inbox: Path) -> list[Path]:
-    """Image files in `<inbox>/<class>/…`, skipping hidden entries and our own sub-folders."""
-    if not inbox.is_dir():
-        return []
-    found = []
-    for path in sorted(inbox.rglob("*")):
-        parts = path.relative_to(inbox).parts
-        if (
-            len(parts) >= 2
-            and parts[0] not in INBOX_RESERVED
-            and not any(part.startswith(".") for part in parts)
-            and path.suffix.lower() in IMAGE_SUFFIXES
-            and path.is_file()
-        ):
-            found.append(path)
-    return found
-
-
-def _label_for(class_folder: str, class_names: Sequence[str]) -> int:
-    if class_folder in class_names:
-        return list(class_names).index(class_folder)
-    if class_folder.isdigit() and (not class_names or int(class_folder) < len(class_names)):
-        return int(class_folder)
-    known = ", ".join(class_names) if class_names else "integer labels"
-    raise SourceError(
-        f"class folder {class_folder!r} names no class of this tenant; use one of: {known}"
-    )
-
-
-@cache
-def _remote_class() -> Any:
-    import ray
-
-    # max_task_retries=0: a call that dies with the actor fails, and the Prefect task that made
-    # it retries against the restarted actor (which reloads its key from the store).
-    return ray.remote(max_restarts=-1, max_task_retries=0)(TenantActor)
-
-
-def tenant_actor(
-    tenant_id: str,
-    key_store_path: str | Path | None,
-    config: PlatformConfig,
-    pin_to_tenant_node: bool = False,
-    *,
-    crash_marker: str | None = None,
-) -> Any:
-    """The tenant's actor handle: the running `tenant-<id>` actor, or a new one.
-
-    `key_store_path=None` takes the running actor as it is, or starts one on the development
-    key store `config.key_store_for(tenant_id)`. With `pin_to_tenant_node` the actor needs the
-    custom resource `tenant:<id>`, so on a cluster it runs only on the tenant's own node.
-    `crash_marker` is for tests only (see `TenantActor._crash_halfway_through_first_write`).
-    """
-    import ray
-
-    name = actor_name(tenant_id)
-    if not ray.is_initialized():
-        raise PatchveilError(
-            "Ray is not running in this process; call patchveil.pipelines.ray_runtime.ensure_ray "
-            "first"
-        )
-    if key_store_path is None:
-        with contextlib.suppress(ValueError):
-            return ray.get_actor(name, namespace=NAMESPACE)
-        key_store_path = config.key_store_for(tenant_id)
-    wanted = str(Path(key_store_path).expanduser().absolute())
-    options: dict[str, Any] = {
-        "name": name,
-        "namespace": NAMESPACE,
-        "get_if_exists": True,
-        "num_cpus": ACTOR_CPUS,
-        # Detached: the actor is the tenant's long-lived service, found by name by every flow
-        # run; a non-detached one would be collected as soon as the task that started it ends.
-        "lifetime": "detached",
-    }
-    if pin_to_tenant_node:
-        options["resources"] = {f"tenant:{tenant_id}": 0.01}
-    handle = _remote_class().options(**options).remote(tenant_id, wanted, config, crash_marker)
-    running = call(handle.describe.remote())
-    if (running["key_store"], running["home"]) != (wanted, str(config.home)):
-        raise PatchveilError(
-            f"actor {name} already runs with key store {running['key_store']} under platform "
-            f"home {running['home']}; it cannot switch to {wanted} under {config.home}: stop it "
-            "first (ray.kill) or use its key store"
-        )
-    return handle
-
-
-def existing_tenant_actor(tenant_id: str) -> Any:
-    """The running actor of a tenant (an error if there is none)."""
-    import ray
-
-    try:
-        return ray.get_actor(actor_name(tenant_id), namespace=NAMESPACE)
-    except ValueError:
-        raise PatchveilError(
-            f"no actor runs for tenant {tenant_id!r}; start it with tenant_actor(...)"
-        ) from None
-
-
-def call(reference: Any, timeout: float | None = None) -> Any:
-    """`ray.get` that re-raises a tenant-side user error as itself, without the remote traceback."""
-    import ray
-    from ray.exceptions import RayTaskError
-
-    try:
-        return ray.get(reference, timeout=timeout)
-    except RayTaskError as error:
-        if isinstance(error.cause, PatchveilError):
-            raise error.cause from None
-        raise

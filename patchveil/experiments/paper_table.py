@@ -54,8 +54,8 @@ class Row:
     variant: str
     keys: str  # "independent", "shared"
     params: tuple[tuple[str, Any], ...] = ()
-    invariance_group: str | None = None
-    position_window: int | None = None
+    # The model variant's own parameters (e.g. `invariance_group`, `position_window`).
+    model_params: tuple[tuple[str, Any], ...] = ()
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # The tenant crops/flips its plain images before encrypting: a new variant every epoch
     # (what onboarding with --augment-variants K stores, one variant drawn per epoch).
@@ -102,7 +102,7 @@ ROWS = (
         "invariant",
         "independent",
         params=(("group", "np_cs"),),
-        invariance_group="np_cs",
+        model_params=(("invariance_group", "np_cs"),),
         note="fresh key per image: block order + per-block NP and CS; orbit-invariant embedding",
     ),
     Row(
@@ -111,7 +111,7 @@ ROWS = (
         "invariant",
         "independent",
         params=(("group", "rf"),),
-        invariance_group="rf",
+        model_params=(("invariance_group", "rf"),),
         note="fresh key per image: block order + per-block rotation/flip; orbit-invariant embedding",
     ),
     Row(
@@ -146,7 +146,7 @@ ROWS = (
         "window_position",
         "independent",
         params=(("group", "none"), ("window", 4)),
-        position_window=4,
+        model_params=(("position_window", 4),),
         augment=AugmentConfig(block_cutmix_prob=0.5),
         note="fresh block order per image inside each 4x4-block window (the quadrant a block "
         "is in stays visible); one position per window; block cutmix",
@@ -157,8 +157,7 @@ ROWS = (
         "window_position",
         "independent",
         params=(("group", "rf"), ("window", 4)),
-        position_window=4,
-        invariance_group="rf",
+        model_params=(("position_window", 4), ("invariance_group", "rf")),
         augment=AugmentConfig(block_cutmix_prob=0.5),
         note="window 4 plus a fresh rotation/flip per block; orbit-invariant embedding; "
         "block cutmix",
@@ -169,7 +168,7 @@ ROWS = (
         "window_position",
         "independent",
         params=(("group", "none"), ("window", 2)),
-        position_window=2,
+        model_params=(("position_window", 2),),
         augment=AugmentConfig(block_cutmix_prob=0.5),
         note="fresh block order per image inside each 2x2-block window (8x8-pixel layout "
         "visible); one position per window; block cutmix",
@@ -257,8 +256,7 @@ def run_row(
         image_size=image_size,
         patch_size=args.block_size,
         num_classes=10,
-        invariance_group=row.invariance_group,
-        position_window=row.position_window,
+        params=row.model_params,
     )
     model = create_vit_from_spec(spec)
     device = pick_device(args.gpu)

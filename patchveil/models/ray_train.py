@@ -48,11 +48,11 @@ from patchveil.models.checkpoint import (
     read_training_state,
     save_checkpoint,
 )
+from patchveil.models.inference import predict
 from patchveil.models.training import (
     TrainConfig,
     build_optimizer,
     pick_device,
-    predict_logits,
     train_one_epoch,
     warmup_cosine,
 )
@@ -225,7 +225,7 @@ def _validate(
     """Accuracy per tenant on its held-out images, each encrypted under that tenant's own key."""
     if len(held_out.images) == 0:
         return {}
-    predicted = predict_logits(
+    predicted = predict(
         model, held_out.images, device, unpack_nibbles, VALIDATION_BATCH_SIZE
     ).argmax(dim=-1)
     hits = predicted.numpy() == held_out.labels

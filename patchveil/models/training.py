@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from patchveil.models.augment import AugmentConfig, augment_batch
+from patchveil.models.inference import predict
 from patchveil.models.preprocess import images_to_tensor
 
 
@@ -152,25 +153,6 @@ def train_one_epoch(
     )
 
 
-@torch.no_grad()
-def predict_logits(
-    model: torch.nn.Module,
-    images: np.ndarray,
-    device: torch.device,
-    unpack_nibbles: bool = False,
-    batch_size: int = 512,
-) -> torch.Tensor:
-    """Logits for uint8 images [N, H, W, 3] (ciphertext under the tenant's own key)."""
-    model.eval()
-    outputs = []
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    for start in range(0, len(images), batch_size):
-        inputs = images_to_tensor(images[start : start + batch_size], unpack_nibbles).to(device)
-        with autocast:
-            outputs.append(model(inputs).float().cpu())
-    return torch.cat(outputs) if outputs else torch.empty(0)
-
-
 def accuracy(
     model: torch.nn.Module,
     images: np.ndarray,
@@ -180,5 +162,5 @@ def accuracy(
 ) -> float:
     if len(images) == 0:
         return float("nan")
-    predicted = predict_logits(model, images, device, unpack_nibbles).argmax(dim=-1).numpy()
+    predicted = predict(model, images, device, unpack_nibbles).argmax(dim=-1).numpy()
     return float((predicted == labels).mean())

@@ -40,16 +40,43 @@ VIT_SIZES: Mapping[str, ViTDims] = MappingProxyType(
 )
 
 VariantBuilder = Callable[["ModelSpec"], VisionTransformer]
-_VARIANTS: dict[str, VariantBuilder] = {}
+VariantCheck = Callable[["ModelSpec"], None]
+VariantValue = int | str
 
 
-def register_variant(name: str) -> Callable[[VariantBuilder], VariantBuilder]:
-    """Decorator: make a model variant buildable by name through `create_vit`."""
+@dataclass(frozen=True)
+class VariantParam:
+    """A parameter of one model variant: its type, its default (None: unset unless given) and
+    whether a spec must give it."""
+
+    kind: type[int] | type[str]
+    default: VariantValue | None = None
+    required: bool = False
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class _Variant:
+    build: VariantBuilder
+    params: Mapping[str, VariantParam]
+    check: VariantCheck | None
+
+
+_VARIANTS: dict[str, _Variant] = {}
+
+
+def register_variant(
+    name: str,
+    params: Mapping[str, VariantParam] | None = None,
+    check: VariantCheck | None = None,
+) -> Callable[[VariantBuilder], VariantBuilder]:
+    """Decorator: make a model variant buildable by name through `create_vit`, with its own
+    parameters (and their defaults) and an optional check of a spec's geometry against them."""
 
     def add(builder: VariantBuilder) -> VariantBuilder:
         if name in _VARIANTS:
             raise ValueError(f"model variant {name!r} is registered twice")
-        _VARIANTS[name] = builder
+        _VARIANTS[name] = _Variant(builder, MappingProxyType(dict(params or {})), check)
         return builder
 
     return add
@@ -57,6 +84,46 @@ def register_variant(name: str) -> Callable[[VariantBuilder], VariantBuilder]:
 
 def available_variants() -> list[str]:
     return sorted(_VARIANTS)
+
+
+def variant_params(variant: str) -> Mapping[str, VariantParam]:
+    """The parameters a registered variant takes (empty for an unknown variant)."""
+    registered = _VARIANTS.get(variant)
+    return registered.params if registered else MappingProxyType({})
+
+
+def resolve_variant_params(
+    variant: str, given: Mapping[str, VariantValue]
+) -> dict[str, VariantValue]:
+    """A variant's parameters: `given` checked against the variant's, defaults filled in."""
+    declared = variant_params(variant)
+    unknown = set(given) - set(declared)
+    if unknown:
+        allowed = ", ".join(sorted(declared)) or "none"
+        raise PatchveilError(
+            f"model variant {variant!r} has no parameter {', '.join(sorted(unknown))}; "
+            f"its parameters are: {allowed}"
+        )
+    resolved: dict[str, VariantValue] = {}
+    for name, param in declared.items():
+        value = given.get(name, param.default)
+        if value is None:
+            if param.required:
+                raise PatchveilError(
+                    f"model variant {variant!r} needs the parameter {name}"
+                    + (f" ({param.help})" if param.help else "")
+                )
+            continue
+        if isinstance(value, bool) or not isinstance(value, param.kind):
+            try:
+                value = param.kind(value)
+            except (TypeError, ValueError):
+                raise PatchveilError(
+                    f"parameter {name}={value!r} of model variant {variant!r} must be a "
+                    f"{param.kind.__name__}"
+                ) from None
+        resolved[name] = value
+    return resolved
 
 
 def available_sizes() -> list[str]:
@@ -67,7 +134,8 @@ def available_sizes() -> list[str]:
 class ModelSpec:
     """Everything needed to rebuild a model's architecture; recorded in checkpoints and cards.
 
-    `depth`, `embed_dim`, `num_heads` and `mlp_ratio` override the named size where set.
+    `depth`, `embed_dim`, `num_heads` and `mlp_ratio` override the named size where set;
+    `params` are the variant's own (declared beside its `@register_variant`, defaults filled in).
     """
 
     variant: str
@@ -80,11 +148,7 @@ class ModelSpec:
     embed_dim: int | None = None
     num_heads: int | None = None
     mlp_ratio: float | None = None
-    # The group the patch embedding is invariant to (`invariant`; optional for
-    # `window_position`).
-    invariance_group: str | None = None
-    # Only for the `window_position` variant: the window side in blocks (the cipher's `window`).
-    position_window: int | None = None
+    params: tuple[tuple[str, VariantValue], ...] = ()
 
     def __post_init__(self) -> None:
         if self.variant not in _VARIANTS:
@@ -110,25 +174,11 @@ class ModelSpec:
                 f"choose a patch size that divides {self.image_size} (e.g. "
                 f"{', '.join(str(d) for d in divisors[:6])})"
             )
-        if self.invariance_group is not None and self.invariance_group not in INVARIANCE_GROUPS:
-            raise PatchveilError(
-                f"unknown invariance group {self.invariance_group!r}; choose one of "
-                f"{', '.join(INVARIANCE_GROUPS)}"
-            )
-        if (self.variant == "window_position") != (self.position_window is not None):
-            raise PatchveilError(
-                "position_window (the disposable cipher's window, in blocks) is set for the "
-                f"window_position variant and only for it; got variant {self.variant!r} with "
-                f"position_window={self.position_window!r}"
-            )
-        if self.position_window is not None:
-            _check_positive("position_window", self.position_window)
-            side = self.image_size // self.patch_size
-            if side % self.position_window:
-                raise PatchveilError(
-                    f"position_window {self.position_window} does not divide the {side} blocks "
-                    "per side"
-                )
+        params = resolve_variant_params(self.variant, dict(self.params))
+        object.__setattr__(self, "params", tuple(params.items()))
+        check = _VARIANTS[self.variant].check
+        if check is not None:
+            check(self)
         dims = self.dims
         if dims.embed_dim % dims.num_heads:
             raise PatchveilError(
@@ -150,12 +200,20 @@ class ModelSpec:
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
 
+    def param(self, name: str) -> VariantValue | None:
+        """The variant parameter `name`, or None where it is unset."""
+        return dict(self.params).get(name)
+
     def to_json(self) -> dict[str, Any]:
-        return {name: value for name, value in asdict(self).items() if value is not None}
+        data = {name: value for name, value in asdict(self).items() if value is not None}
+        data["params"] = dict(self.params)
+        if not self.params:
+            del data["params"]
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ModelSpec:
-        known = {field.name for field in fields(cls)}
+        known = {field.name for field in fields(cls)} | set(_TOP_LEVEL_PARAMS)
         unknown = set(data) - known
         if unknown:
             raise PatchveilError(
@@ -170,6 +228,12 @@ class ModelSpec:
                 patch_size=int(data["patch_size"]),
                 num_classes=int(data["num_classes"]),
                 in_chans=int(data.get("in_chans", 3)),
+                params=tuple(
+                    {
+                        **{name: data[name] for name in _TOP_LEVEL_PARAMS if name in data},
+                        **dict(data.get("params") or {}),
+                    }.items()
+                ),
                 **{
                     name: cast(data[name])
                     for name, cast in (
@@ -177,14 +241,16 @@ class ModelSpec:
                         ("embed_dim", int),
                         ("num_heads", int),
                         ("mlp_ratio", float),
-                        ("invariance_group", str),
-                        ("position_window", int),
                     )
                     if data.get(name) is not None
                 },
             )
         except KeyError as missing:
             raise PatchveilError(f"model spec is missing the field {missing}") from None
+
+
+# Specs written before variants declared their parameters held these at the top level.
+_TOP_LEVEL_PARAMS = ("invariance_group", "position_window")
 
 
 def _check_positive(name: str, value: object) -> None:
@@ -215,7 +281,24 @@ def standard(spec: ModelSpec) -> VisionTransformer:
     return _timm_vit(spec, class_token=True, pos_embed="learn", global_pool="token")
 
 
-@register_variant("invariant")
+_INVARIANCE_GROUP_HELP = (
+    f"the group the patch embedding is invariant to: {', '.join(INVARIANCE_GROUPS)}"
+)
+
+
+def _check_invariance_group(spec: ModelSpec) -> None:
+    group = spec.param("invariance_group")
+    if group is not None and group not in INVARIANCE_GROUPS:
+        raise PatchveilError(
+            f"unknown invariance group {group!r}; choose one of {', '.join(INVARIANCE_GROUPS)}"
+        )
+
+
+@register_variant(
+    "invariant",
+    {"invariance_group": VariantParam(str, "np_cs", help=_INVARIANCE_GROUP_HELP)},
+    check=_check_invariance_group,
+)
 def invariant(spec: ModelSpec) -> VisionTransformer:
     """Position-free, with a patch embedding exactly invariant to a group acting inside every
     patch (orbit pooling): the same output under any block order and any per-block group
@@ -225,7 +308,7 @@ def invariant(spec: ModelSpec) -> VisionTransformer:
         class_token=False,
         pos_embed="none",
         global_pool="avg",
-        embed_layer=_orbit_embed(spec, spec.invariance_group or "np_cs"),
+        embed_layer=_orbit_embed(spec, str(spec.param("invariance_group"))),
     )
 
 
@@ -274,16 +357,35 @@ class WindowPositionViT(VisionTransformer):
         return super()._pos_embed(x)
 
 
-@register_variant("window_position")
+def _check_window(spec: ModelSpec) -> None:
+    _check_invariance_group(spec)
+    window = spec.param("position_window")
+    _check_positive("position_window", window)
+    side = spec.image_size // spec.patch_size
+    if side % int(window or 1):
+        raise PatchveilError(f"position_window {window} does not divide the {side} blocks per side")
+
+
+@register_variant(
+    "window_position",
+    {
+        "position_window": VariantParam(
+            int, required=True, help="the disposable cipher's window, in blocks"
+        ),
+        "invariance_group": VariantParam(str, help=_INVARIANCE_GROUP_HELP),
+    },
+    check=_check_window,
+)
 def window_position(spec: ModelSpec) -> VisionTransformer:
     """Position-free inside each window of `position_window` blocks, one learned position per
     window (the coarse layout the `disposable` cipher keeps with its `window` parameter); with
     `invariance_group`, the patch embedding is also exactly invariant to that per-block group."""
     extra: dict[str, Any] = {}
-    if spec.invariance_group is not None:
-        extra["embed_layer"] = _orbit_embed(spec, spec.invariance_group)
+    group = spec.param("invariance_group")
+    if group is not None:
+        extra["embed_layer"] = _orbit_embed(spec, str(group))
     return _timm_vit(
-        spec, WindowPositionViT, position_window=int(spec.position_window or 1), **extra
+        spec, WindowPositionViT, position_window=int(spec.param("position_window") or 1), **extra
     )
 
 
@@ -300,9 +402,10 @@ def create_vit(
     embed_dim: int | None = None,
     num_heads: int | None = None,
     mlp_ratio: float | None = None,
-    position_window: int | None = None,
+    **params: VariantValue,
 ) -> VisionTransformer:
-    """Build a registered ViT variant; optionally load a local state dict (never downloads)."""
+    """Build a registered ViT variant with its own `params` (e.g. `position_window=4`);
+    optionally load a local state dict (never downloads)."""
     spec = ModelSpec(
         variant=variant,
         size=size,
@@ -314,7 +417,7 @@ def create_vit(
         embed_dim=embed_dim,
         num_heads=num_heads,
         mlp_ratio=mlp_ratio,
-        position_window=position_window,
+        params=tuple(params.items()),
     )
     return create_vit_from_spec(spec, pretrained_path=pretrained_path)
 
@@ -323,7 +426,7 @@ def create_vit_from_spec(
     spec: ModelSpec, *, pretrained_path: str | os.PathLike[str] | None = None
 ) -> VisionTransformer:
     """Build the model a `ModelSpec` describes."""
-    model = _VARIANTS[spec.variant](spec)
+    model = _VARIANTS[spec.variant].build(spec)
     if pretrained_path is not None:
         load_state_dict_file(model, pretrained_path)
     return model

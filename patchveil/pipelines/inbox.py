@@ -9,13 +9,12 @@ no new version. `serve_onboarding(cron)` serves the flow as a Prefect deployment
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from prefect import flow, get_run_logger
 
 from patchveil.config import PlatformConfig
-from patchveil.datasets import ShardInfo
 from patchveil.errors import PatchveilError
 from patchveil.pipelines.onboarding import shard_jobs
 from patchveil.pipelines.publishing import (
@@ -35,6 +34,7 @@ from patchveil.pipelines.tenant_tasks import (
     start_tenant_actor,
     validate_shards,
 )
+from patchveil.protocol import RejectedFile, ShardWritten
 from patchveil.registry import NewSource, Registry, TenantRecord
 
 DEPLOYMENT_NAME = "patchveil-inbox"
@@ -48,11 +48,11 @@ class _Batch:
     source: str
     fingerprint: str
     images: int
-    class_names: list[str]
+    class_names: tuple[str, ...]
     index_offset: int
     dataset_name: str
     already_recorded: bool = False
-    shards: list[dict[str, Any]] = field(default_factory=list)
+    shards: list[ShardWritten] = field(default_factory=list)
 
     def new_source(self) -> NewSource:
         return NewSource(
@@ -62,7 +62,7 @@ class _Batch:
             source=self.source,
             images=self.images,
             first_index=self.index_offset,
-            class_names=tuple(self.class_names),
+            class_names=self.class_names,
         )
 
 
@@ -72,49 +72,52 @@ def ingest_inboxes(shard_size: int = 1000) -> dict[str, Any]:
     config = PlatformConfig.from_env()
     logger = get_run_logger()
     ensure_ray(config)
-    registry = Registry.from_config(config)
-    tenants = [tenant for tenant in registry.list_tenants() if tenant.status == "active"]
-    report: dict[str, dict[str, Any]] = {}
-    ready: dict[str, list[_Batch]] = defaultdict(list)
-    archived_already: list[_Batch] = []
-    published = []
-    with tenant_locks(config, [tenant.tenant_id for tenant in tenants]):
-        staging = {}
-        try:
-            for tenant in tenants:
-                try:
-                    batches, rejected = collect_batches(
-                        config, registry, tenant, staging, shard_size
+    with Registry.from_config(config) as registry:
+        tenants = [tenant for tenant in registry.list_tenants() if tenant.status == "active"]
+        report: dict[str, dict[str, Any]] = {}
+        ready: dict[str, list[_Batch]] = defaultdict(list)
+        archived_already: list[_Batch] = []
+        published = []
+        with tenant_locks(config, [tenant.tenant_id for tenant in tenants]):
+            staging = {}
+            try:
+                for tenant in tenants:
+                    try:
+                        batches, rejected = collect_batches(
+                            config, registry, tenant, staging, shard_size
+                        )
+                    except PatchveilError as error:
+                        report[tenant.tenant_id] = {"error": str(error)}
+                        logger.warning("tenant %s: inbox skipped: %s", tenant.tenant_id, error)
+                        continue
+                    report[tenant.tenant_id] = {
+                        "images": 0,
+                        "batches": 0,
+                        "rejected": [asdict(rejection) for rejection in rejected],
+                    }
+                    for batch in batches:
+                        if batch.already_recorded:  # published before its files were moved
+                            archived_already.append(batch)
+                        else:
+                            ready[batch.dataset_name].append(batch)
+                for dataset_name, batches in sorted(ready.items()):
+                    version = publish_and_record(
+                        config,
+                        registry,
+                        dataset_name,
+                        [written.shard for batch in batches for written in batch.shards],
+                        sources=[batch.new_source() for batch in batches],
                     )
-                except PatchveilError as error:
-                    report[tenant.tenant_id] = {"error": str(error)}
-                    logger.warning("tenant %s: inbox skipped: %s", tenant.tenant_id, error)
-                    continue
-                report[tenant.tenant_id] = {"images": 0, "batches": 0, "rejected": rejected}
-                for batch in batches:
-                    if batch.already_recorded:  # published before its files were moved
-                        archived_already.append(batch)
-                    else:
-                        ready[batch.dataset_name].append(batch)
-            for dataset_name, batches in sorted(ready.items()):
-                version = publish_and_record(
-                    config,
-                    registry,
-                    dataset_name,
-                    [ShardInfo.from_json(shard) for batch in batches for shard in batch.shards],
-                    sources=[batch.new_source() for batch in batches],
-                )
-                published.append(version)
-                for batch in batches:
+                    published.append(version)
+                    for batch in batches:
+                        archive_inbox_batch(batch.tenant_id, batch.source)
+                        report[batch.tenant_id]["images"] += batch.images
+                        report[batch.tenant_id]["batches"] += 1
+                for batch in archived_already:
                     archive_inbox_batch(batch.tenant_id, batch.source)
-                    report[batch.tenant_id]["images"] += batch.images
-                    report[batch.tenant_id]["batches"] += 1
-            for batch in archived_already:
-                archive_inbox_batch(batch.tenant_id, batch.source)
-        finally:
-            for uri in staging.values():
-                remove_folder(uri)
-    registry.close()
+            finally:
+                for uri in staging.values():
+                    remove_folder(uri)
     return {
         "datasets": [version_summary(version) for version in published],
         "tenants": report,
@@ -127,7 +130,7 @@ def collect_batches(
     tenant: TenantRecord,
     staging: dict[str, str],
     shard_size: int = 1000,
-) -> tuple[list[_Batch], list[dict[str, str]]]:
+) -> tuple[list[_Batch], tuple[RejectedFile, ...]]:
     """One tenant's new inbox batches, encrypted into staging and validated."""
     tenant_id = tenant.tenant_id
     sources = registry.list_sources(tenant_id)
@@ -141,16 +144,16 @@ def collect_batches(
     scanned = scan_inbox(tenant_id, class_names)
     index_offset = registry.next_image_index(tenant_id)
     batches = []
-    for found in scanned["batches"]:
+    for found in scanned.batches:
         batch = _Batch(
             tenant_id=tenant_id,
-            source=found["source"],
-            fingerprint=found["fingerprint"],
-            images=found["images"],
-            class_names=found["class_names"],
+            source=found.source,
+            fingerprint=found.fingerprint,
+            images=found.images,
+            class_names=found.class_names,
             index_offset=index_offset,
             dataset_name=dataset_name,
-            already_recorded=registry.find_source(tenant_id, found["fingerprint"]) is not None,
+            already_recorded=registry.find_source(tenant_id, found.fingerprint) is not None,
         )
         batches.append(batch)
         if batch.already_recorded:
@@ -159,24 +162,18 @@ def collect_batches(
         plan = plan_shards(tenant_id, batch.source, shard_size, 0.0)
         if dataset_name not in staging:
             staging[dataset_name] = new_staging_uri(config, dataset_name)
-        jobs = shard_jobs(tenant_id, plan, tenant.key_version, staging[dataset_name])
-        futures = [
-            encrypt_shard.submit(
-                tenant_id,
-                job["shard_name"],
-                batch.source,
-                job["indices"],
-                job["folder_uri"],
-                job["split"],
-                0,
-                batch.index_offset,
-                plan["fingerprint"],
-            )
-            for job in jobs
-        ]
+        jobs = shard_jobs(
+            tenant_id,
+            batch.source,
+            plan,
+            tenant.key_version,
+            staging[dataset_name],
+            index_offset=batch.index_offset,
+        )
+        futures = [encrypt_shard.submit(tenant_id, job) for job in jobs]
         batch.shards = [future.result() for future in futures]
-        validate_shards(tenant_id, batch.source, jobs, batch.shards, 0, batch.index_offset)
-    return batches, scanned["rejected"]
+        validate_shards(tenant_id, jobs, batch.shards)
+    return batches, scanned.rejected
 
 
 def serve_onboarding(cron: str, name: str = DEPLOYMENT_NAME) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from patchveil.config import PlatformConfig, check_tenant_id
-from patchveil.datasets import DatasetVersion, ShardInfo
+from patchveil.datasets import DatasetVersion
 from patchveil.datasets.manifest import check_dataset_name
 from patchveil.errors import PatchveilError
 from patchveil.pipelines.publishing import (
@@ -39,6 +39,14 @@ from patchveil.pipelines.tenant_tasks import (
     plan_shards,
     start_tenant_actor,
     validate_shards,
+)
+from patchveil.protocol import (
+    KeyInfo,
+    SampleCheck,
+    ShardJob,
+    ShardPlan,
+    ShardWritten,
+    SourceInfo,
 )
 from patchveil.registry import NewSource, Registry, RegistryError, SourceRecord
 
@@ -193,27 +201,26 @@ def onboard_tenants(config_file: str) -> dict[str, Any]:
 def onboard(config: PlatformConfig, requests: Sequence[OnboardingRequest]) -> dict[str, Any]:
     """The onboarding story for one or more tenants (call it from a flow)."""
     ensure_ray(config)
-    registry = Registry.from_config(config)
     published: list[DatasetVersion] = []
-    try:
-        with tenant_locks(config, [request.tenant_id for request in requests]):
-            onboardings = prepare(config, registry, requests)  # every refusal happens here
-            todo = [onboarding for onboarding in onboardings if not onboarding.already_done]
-            try:
-                for onboarding in todo:
-                    onboarding.split_into_shards(registry)
-                encrypt_all(todo)
-                for onboarding in todo:
-                    onboarding.validate()
-                for onboarding in todo:
-                    register(registry, onboarding)
-                published = publish_by_dataset(config, registry, todo)
-            finally:
-                for onboarding in todo:
-                    remove_folder(onboarding.staging_uri)
-            results = [onboarding.result(registry) for onboarding in onboardings]
-    finally:
-        registry.close()
+    with (
+        Registry.from_config(config) as registry,
+        tenant_locks(config, [request.tenant_id for request in requests]),
+    ):
+        onboardings = prepare(config, registry, requests)  # every refusal happens here
+        todo = [onboarding for onboarding in onboardings if not onboarding.already_done]
+        try:
+            for onboarding in todo:
+                onboarding.split_into_shards(registry)
+            encrypt_all(todo)
+            for onboarding in todo:
+                onboarding.validate()
+            for onboarding in todo:
+                register(registry, onboarding)
+            published = publish_by_dataset(config, registry, todo)
+        finally:
+            for onboarding in todo:
+                remove_folder(onboarding.staging_uri)
+        results = [onboarding.result(registry) for onboarding in onboardings]
     return {"tenants": results, "datasets": [version_summary(v) for v in published]}
 
 
@@ -232,10 +239,10 @@ def prepare(
             request.tenant_id,
             request.cipher,
             request.block_size,
-            source["image_size"],
+            source.image_size,
             request.params,
         )
-        existing = registry.find_source(request.tenant_id, source["fingerprint"])
+        existing = registry.find_source(request.tenant_id, source.fingerprint)
         onboardings.append(_Onboarding(request, source, key, config, existing))
     return onboardings
 
@@ -255,7 +262,7 @@ def publish_by_dataset(
     published = []
     for dataset_name in sorted({onboarding.dataset_name for onboarding in onboardings}):
         members = [o for o in onboardings if o.dataset_name == dataset_name]
-        staged = [ShardInfo.from_json(shard) for o in members for shard in o.shards]
+        staged = [written.shard for o in members for written in o.shards]
         version = publish_and_record(
             config, registry, dataset_name, staged, sources=[o.new_source() for o in members]
         )
@@ -269,9 +276,7 @@ def publish_by_dataset(
     return published
 
 
-def check_registration(
-    registry: Registry, request: OnboardingRequest, source: Mapping[str, Any]
-) -> None:
+def check_registration(registry: Registry, request: OnboardingRequest, source: SourceInfo) -> None:
     """Refuse, before anything changes, a tenant registered with another cipher or image size."""
     known = {tenant.tenant_id: tenant for tenant in registry.list_tenants()}
     tenant = known.get(request.tenant_id)
@@ -283,8 +288,8 @@ def check_registration(
             f"{tenant.block_size}; onboard it with those, or remove the tenant first to change "
             "its cipher"
         )
-    if tenant.image_size != source["image_size"]:
-        size = source["image_size"]
+    if tenant.image_size != source.image_size:
+        size = source.image_size
         raise RegistryError(
             f"tenant {request.tenant_id!r} encrypts {tenant.image_size}×{tenant.image_size} "
             f"images, but {request.source} holds {size}×{size} images; resize them to "
@@ -299,8 +304,8 @@ def register(registry: Registry, onboarding: _Onboarding) -> None:
         request.tenant_id,
         cipher=request.cipher,
         block_size=request.block_size,
-        image_size=key["cipher"]["image_size"],
-        key_version=key["key_version"],
+        image_size=key.image_size,
+        key_version=key.key_version,
     )
 
 
@@ -309,14 +314,14 @@ class _Onboarding:
     """One tenant's way through the flow (platform-side bookkeeping only: no key, no pixel)."""
 
     request: OnboardingRequest
-    source: dict[str, Any]
-    key: dict[str, Any]
+    source: SourceInfo
+    key: KeyInfo
     config: PlatformConfig
     existing: SourceRecord | None = None
-    plan: dict[str, Any] = field(default_factory=dict)
-    jobs: list[dict[str, Any]] = field(default_factory=list)
-    shards: list[dict[str, Any]] = field(default_factory=list)
-    validation: dict[str, Any] = field(default_factory=dict)
+    plan: ShardPlan | None = None
+    jobs: list[ShardJob] = field(default_factory=list)
+    shards: list[ShardWritten] = field(default_factory=list)
+    validation: dict[str, SampleCheck] = field(default_factory=dict)
     index_offset: int = 0
     staging_uri: str = ""
 
@@ -326,9 +331,8 @@ class _Onboarding:
 
     @property
     def dataset_name(self) -> str:
-        image_size = self.key["cipher"]["image_size"]
         return self.request.dataset_name or default_dataset_name(
-            self.request.cipher, self.request.block_size, image_size
+            self.request.cipher, self.request.block_size, self.key.image_size
         )
 
     @property
@@ -340,51 +344,41 @@ class _Onboarding:
         """Split the source into shards (tenant-side) and give its images their indices."""
         request = self.request
         self.index_offset = registry.next_image_index(self.tenant_id)
-        self.plan = plan_shards(
+        plan = plan_shards(
             self.tenant_id,
             request.source,
             request.shard_size,
             request.validation_fraction,
             SPLIT_SEED,
         )
+        self.plan = plan
         self.staging_uri = new_staging_uri(self.config, self.dataset_name)
-        self.jobs = shard_jobs(self.tenant_id, self.plan, self.key["key_version"], self.staging_uri)
-
-    def submit_shards(self) -> list[Any]:
-        return [
-            encrypt_shard.submit(
-                self.tenant_id,
-                job["shard_name"],
-                self.request.source,
-                job["indices"],
-                self.staging_uri,
-                job["split"],
-                self.request.augment_variants if job["split"] == "train" else 0,
-                self.index_offset,
-                self.plan["fingerprint"],
-            )
-            for job in self.jobs
-        ]
-
-    def validate(self) -> None:
-        self.validation = validate_shards(
+        self.jobs = shard_jobs(
             self.tenant_id,
-            self.request.source,
-            self.jobs,
-            self.shards,
-            self.request.augment_variants,
-            self.index_offset,
+            request.source,
+            plan,
+            self.key.key_version,
+            self.staging_uri,
+            augment_variants=request.augment_variants,
+            index_offset=self.index_offset,
         )
 
+    def submit_shards(self) -> list[Any]:
+        return [encrypt_shard.submit(self.tenant_id, job) for job in self.jobs]
+
+    def validate(self) -> None:
+        self.validation = validate_shards(self.tenant_id, self.jobs, self.shards)
+
     def new_source(self) -> NewSource:
+        assert self.plan is not None, "split_into_shards comes first"
         return NewSource(
             tenant_id=self.tenant_id,
-            fingerprint=self.plan["fingerprint"],
+            fingerprint=self.plan.fingerprint,
             kind="onboarding",
             source=self.request.source,
-            images=self.plan["images"],
+            images=self.plan.images,
             first_index=self.index_offset,
-            class_names=tuple(self.plan["class_names"]),
+            class_names=self.plan.class_names,
         )
 
     def result(self, registry: Registry) -> dict[str, Any]:
@@ -400,37 +394,59 @@ class _Onboarding:
             "dataset": dataset_name,
             "dataset_version": current.version if current else None,
             "dataset_uri": current.uri if current else None,
-            "images": self.source["images"],
-            "rows": sum(shard["rows"] for shard in self.shards),
-            "shards": [shard["name"] for shard in self.shards],
-            "key_version": self.key["key_version"],
-            "cipher": self.key["cipher"],
-            "validation": self.validation,
+            "images": self.source.images,
+            "rows": sum(shard.rows for shard in self.shards),
+            "shards": [shard.name for shard in self.shards],
+            "key_version": self.key.key_version,
+            "cipher": self.key.cipher_json(),
+            "validation": (
+                validation_summary(self.shards, self.validation) if self.validation else {}
+            ),
             "inbox": str(self.config.inbox_for(self.tenant_id)),
             "api_token": token,
         }
 
 
 def shard_jobs(
-    tenant_id: str, plan: Mapping[str, Any], key_version: int, staging_uri: str
-) -> list[dict[str, Any]]:
-    """Name the planned shards: `<tenant>-<fingerprint[:10]>-<split>-<n>-k<key version>`."""
+    tenant_id: str,
+    source: str,
+    plan: ShardPlan,
+    key_version: int,
+    staging_uri: str,
+    *,
+    augment_variants: int = 0,
+    index_offset: int = 0,
+) -> list[ShardJob]:
+    """One job per planned shard, named `<tenant>-<fingerprint[:10]>-<split>-<n>-k<key version>`;
+    training shards get the augmented variants."""
     jobs, counters = [], {"train": 0, "validation": 0}
-    for shard in plan["shards"]:
-        split = shard["split"]
-        name = (
-            f"{tenant_id}-{plan['fingerprint'][:10]}-{split}-{counters[split]:04d}-k{key_version}"
-        )
+    for shard in plan.shards:
+        split = shard.split
+        name = f"{tenant_id}-{plan.fingerprint[:10]}-{split}-{counters[split]:04d}-k{key_version}"
         counters[split] += 1
         jobs.append(
-            {
-                "shard_name": name,
-                "split": split,
-                "indices": shard["indices"],
-                "folder_uri": staging_uri,
-            }
+            ShardJob(
+                source=source,
+                indices=shard.indices,
+                folder_uri=staging_uri,
+                shard_name=name,
+                split=split,
+                augment_variants=augment_variants if split == "train" else 0,
+                index_offset=index_offset,
+                fingerprint=plan.fingerprint,
+            )
         )
     return jobs
+
+
+def validation_summary(
+    shards: Sequence[ShardWritten], checks: Mapping[str, SampleCheck]
+) -> dict[str, Any]:
+    """The validation part of a JSON result: rows written and each split's sample check."""
+    return {
+        "rows": sum(shard.rows for shard in shards),
+        "samples": {split: check.to_json() for split, check in checks.items()},
+    }
 
 
 __all__ = [
@@ -441,4 +457,5 @@ __all__ = [
     "onboard_tenant",
     "onboard_tenants",
     "shard_jobs",
+    "validation_summary",
 ]

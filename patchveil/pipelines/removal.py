@@ -11,7 +11,6 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from patchveil.actors.tenant import NAMESPACE, actor_name
 from patchveil.config import PlatformConfig
 from patchveil.pipelines.publishing import (
     latest_recorded_version,
@@ -20,6 +19,7 @@ from patchveil.pipelines.publishing import (
     version_summary,
 )
 from patchveil.pipelines.ray_runtime import ensure_ray
+from patchveil.pipelines.tenant_handle import NAMESPACE, actor_name
 from patchveil.registry import Registry
 
 
@@ -28,27 +28,26 @@ def offboard_tenant(tenant_id: str) -> dict[str, Any]:
     """Publish each dataset without the tenant's shards, retire them, unregister the tenant."""
     config = PlatformConfig.from_env()
     logger = get_run_logger()
-    registry = Registry.from_config(config)
-    registry.get_tenant(tenant_id)  # an unknown tenant stops here, nothing changed
-    published, emptied = [], []
-    with tenant_locks(config, [tenant_id]):
-        datasets = sorted({s.dataset_name for s in registry.list_shards(tenant_id=tenant_id)})
-        for dataset_name in datasets:
-            latest = latest_recorded_version(config, registry, dataset_name)
-            leaving = [shard.name for shard in latest.shards_of(tenant_id)] if latest else []
-            if not leaving:
-                continue
-            if len(leaving) == len(latest.shards):
-                # A version needs at least one shard: the dataset keeps its last version, whose
-                # shards are all retired below.
-                emptied.append(dataset_name)
-                continue
-            published.append(
-                publish_and_record(config, registry, dataset_name, [], replaced=leaving)
-            )
-        retired = registry.remove_tenant(tenant_id)
-        stop_tenant_actor(tenant_id, config)
-    registry.close()
+    with Registry.from_config(config) as registry:
+        registry.get_tenant(tenant_id)  # an unknown tenant stops here, nothing changed
+        published, emptied = [], []
+        with tenant_locks(config, [tenant_id]):
+            datasets = sorted({s.dataset_name for s in registry.list_shards(tenant_id=tenant_id)})
+            for dataset_name in datasets:
+                latest = latest_recorded_version(config, registry, dataset_name)
+                leaving = [shard.name for shard in latest.shards_of(tenant_id)] if latest else []
+                if not leaving:
+                    continue
+                if len(leaving) == len(latest.shards):
+                    # A version needs at least one shard: the dataset keeps its last version, whose
+                    # shards are all retired below.
+                    emptied.append(dataset_name)
+                    continue
+                published.append(
+                    publish_and_record(config, registry, dataset_name, [], replaced=leaving)
+                )
+            retired = registry.remove_tenant(tenant_id)
+            stop_tenant_actor(tenant_id, config)
     logger.info("tenant %s offboarded; %d shards retired", tenant_id, retired)
     return {
         "tenant_id": tenant_id,

@@ -2,7 +2,7 @@
 
 Every task retries when Ray fails under it (an actor process died and restarts, a node went
 away) and never retries a user error (`PatchveilError`): that would fail the same way again.
-Results are plain dicts and are not persisted (nothing here is worth keeping in Prefect's
+Results are the typed messages of `patchveil.protocol` and are not persisted (nothing here is worth keeping in Prefect's
 result storage, and the less it holds the less it can leak).
 """
 
@@ -14,9 +14,19 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from patchveil.actors.tenant import call, existing_tenant_actor, tenant_actor
 from patchveil.config import PlatformConfig
 from patchveil.errors import PatchveilError
+from patchveil.pipelines.tenant_handle import call, existing_tenant_actor, tenant_actor
+from patchveil.protocol import (
+    ActorDescription,
+    InboxScan,
+    KeyInfo,
+    SampleCheck,
+    ShardJob,
+    ShardPlan,
+    ShardWritten,
+    SourceInfo,
+)
 
 TASK_RETRIES = 3
 RETRY_DELAY_SECONDS = 1
@@ -49,13 +59,13 @@ _OPTIONS: dict[str, Any] = {
 @task(name="start-tenant-actor", task_run_name="start actor of {tenant_id}", **_OPTIONS)
 def start_tenant_actor(
     tenant_id: str, key_store: str | None, config: PlatformConfig
-) -> dict[str, Any]:
+) -> ActorDescription:
     """Start (or find) the tenant's actor; it opens the key store itself."""
     return call(tenant_actor(tenant_id, key_store, config).describe.remote())
 
 
 @task(name="inspect-source", task_run_name="inspect source of {tenant_id}", **_OPTIONS)
-def inspect_source(tenant_id: str, source: str) -> dict[str, Any]:
+def inspect_source(tenant_id: str, source: str) -> SourceInfo:
     """Image count, size, class names and fingerprint of a tenant's source."""
     return call(existing_tenant_actor(tenant_id).inspect_source.remote(source))
 
@@ -67,7 +77,7 @@ def ensure_key(
     block_size: int,
     image_size: int,
     params: dict[str, Any] | None,
-) -> dict[str, Any]:
+) -> KeyInfo:
     """Create the tenant's key if it has none; refuse a key for another cipher."""
     actor = existing_tenant_actor(tenant_id)
     return call(actor.ensure_key.remote(cipher, block_size, image_size, params))
@@ -76,107 +86,79 @@ def ensure_key(
 @task(name="plan-shards", task_run_name="plan shards of {tenant_id}", **_OPTIONS)
 def plan_shards(
     tenant_id: str, source: str, shard_size: int, validation_fraction: float, seed: int = 0
-) -> dict[str, Any]:
+) -> ShardPlan:
     """The tenant's train/validation split of a source, as image positions per shard."""
     actor = existing_tenant_actor(tenant_id)
     return call(actor.plan_shards.remote(source, shard_size, validation_fraction, seed))
 
 
-@task(name="encrypt-shard", task_run_name="encrypt {shard_name}", **_OPTIONS)
-def encrypt_shard(
-    tenant_id: str,
-    shard_name: str,
-    source: str,
-    indices: Sequence[int],
-    folder_uri: str,
-    split: str,
-    augment_variants: int,
-    index_offset: int,
-    fingerprint: str,
-) -> dict[str, Any]:
-    """The actor encrypts the images at `indices` and writes shard `shard_name`."""
-    actor = existing_tenant_actor(tenant_id)
-    return call(
-        actor.encrypt_shard.remote(
-            source,
-            list(indices),
-            folder_uri,
-            shard_name,
-            split,
-            augment_variants,
-            index_offset,
-            fingerprint,
-        )
-    )
+@task(name="encrypt-shard", task_run_name="encrypt {job.shard_name}", **_OPTIONS)
+def encrypt_shard(tenant_id: str, job: ShardJob) -> ShardWritten:
+    """The actor encrypts the job's images and writes its shard."""
+    return call(existing_tenant_actor(tenant_id).encrypt_shard.remote(job))
 
 
 @task(name="reencrypt-shard", task_run_name="re-encrypt {shard_name}", **_OPTIONS)
 def reencrypt_shard(
     tenant_id: str, shard_uri: str, folder_uri: str, shard_name: str
-) -> dict[str, Any]:
+) -> ShardWritten:
     """The actor re-encrypts one of its shards under its newest key version."""
     actor = existing_tenant_actor(tenant_id)
     return call(actor.reencrypt_shard.remote(shard_uri, folder_uri, shard_name))
 
 
 @task(name="rotate-key", task_run_name="rotate key of {tenant_id}", **_OPTIONS)
-def rotate_key(tenant_id: str, registered_key_version: int) -> dict[str, Any]:
+def rotate_key(tenant_id: str, registered_key_version: int) -> tuple[KeyInfo, bool]:
     """A new key version, unless the key store already holds one newer than the registry's
-    (an earlier rotation stopped half way, or the tenant rotated by itself): then that one."""
+    (an earlier rotation stopped half way, or the tenant rotated by itself): then that one.
+    Returns the key and whether it was such a resumed rotation."""
     actor = existing_tenant_actor(tenant_id)
-    current = call(actor.key_info.remote())
-    if not current.get("has_key"):
+    current: KeyInfo = call(actor.key_info.remote())
+    if not current.has_key:
         raise PatchveilError(f"tenant {tenant_id!r} has no key in its key store to rotate")
-    if current["key_version"] > registered_key_version:
-        return {**current, "resumed": True}
-    return {**call(actor.rotate_key.remote()), "resumed": False}
+    if current.key_version > registered_key_version:
+        return current, True
+    return call(actor.rotate_key.remote()), False
 
 
 @task(name="validate-shards", task_run_name="validate shards of {tenant_id}", **_OPTIONS)
 def validate_shards(
-    tenant_id: str,
-    source: str,
-    jobs: Sequence[dict[str, Any]],
-    shards: Sequence[dict[str, Any]],
-    augment_variants: int,
-    index_offset: int,
-) -> dict[str, Any]:
-    """Row counts match the plan; the tenant decrypts a sample of each split exactly; no
-    sampled ciphertext equals its plain image."""
+    tenant_id: str, jobs: Sequence[ShardJob], shards: Sequence[ShardWritten]
+) -> dict[str, SampleCheck]:
+    """Row counts match the jobs; the tenant decrypts a sample of each split exactly; no
+    sampled ciphertext equals its plain image. Returns the sample check of each split."""
     for job, shard in zip(jobs, shards, strict=True):
-        copies = 1 + (augment_variants if job["split"] == "train" else 0)
-        if shard["rows"] != len(job["indices"]) * copies:
+        expected = len(job.indices) * (1 + job.augment_variants)
+        if shard.rows != expected:
             raise ValidationError(
-                f"shard {shard['name']} holds {shard['rows']} rows, expected "
-                f"{len(job['indices']) * copies}"
+                f"shard {shard.name} holds {shard.rows} rows, expected {expected}"
             )
     actor = existing_tenant_actor(tenant_id)
     checks = {}
     for split in ("train", "validation"):
-        first = next((i for i, job in enumerate(jobs) if job["split"] == split), None)
+        first = next((i for i, job in enumerate(jobs) if job.split == split), None)
         if first is None:
             continue
-        check = call(
-            actor.validate_sample.remote(
-                shards[first]["uri"], source, jobs[first]["indices"], index_offset
-            )
+        job, shard = jobs[first], shards[first]
+        check: SampleCheck = call(
+            actor.validate_sample.remote(shard.shard.uri, job.source, job.indices, job.index_offset)
         )
-        if not check["decrypts_exactly"]:
+        if not check.decrypts_exactly:
             raise ValidationError(
-                f"tenant {tenant_id!r} cannot decrypt shard {shards[first]['name']} exactly; "
+                f"tenant {tenant_id!r} cannot decrypt shard {shard.name} exactly; "
                 "nothing was published"
             )
-        if not check["differs_from_plain"]:
+        if not check.differs_from_plain:
             raise ValidationError(
-                f"shard {shards[first]['name']} holds images equal to their plain originals; "
+                f"shard {shard.name} holds images equal to their plain originals; "
                 "nothing was published"
             )
         checks[split] = check
-    return {"rows": sum(shard["rows"] for shard in shards), "samples": checks}
+    return checks
 
 
 @task(name="scan-inbox", task_run_name="scan inbox of {tenant_id}", **_OPTIONS)
-def scan_inbox(tenant_id: str, class_names: Sequence[str]) -> dict[str, Any]:
+def scan_inbox(tenant_id: str, class_names: Sequence[str]) -> InboxScan:
     """The actor gathers newly dropped images into batches (and rejects unfit files)."""
     return call(existing_tenant_actor(tenant_id).scan_inbox.remote(list(class_names)))
 

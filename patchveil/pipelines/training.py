@@ -24,14 +24,13 @@ from patchveil.errors import PatchveilError
 from patchveil.models.augment import AugmentConfig
 from patchveil.models.ray_train import TrainingResult, fit_shared_model, read_columns
 from patchveil.models.training import TrainConfig
-from patchveil.models.vit import ModelSpec
+from patchveil.models.vit import ModelSpec, variant_params
 from patchveil.pipelines.ray_runtime import ensure_ray
+from patchveil.protocol import INPUT_CHANNELS, input_layout_of
 from patchveil.registry import Registry, RegistryError
 from patchveil.reporting import provenance
 
 MODEL_CARD_NAME = "model_card.json"
-# Ciphers whose ciphertext the model reads as 4-bit values (the `le` cipher shuffles nibbles).
-NIBBLE_CIPHERS = frozenset({"le"})
 
 # Nothing a task returns is worth keeping in Prefect's result storage; training is not retried by
 # Prefect because Ray Train already resumes failed workers from the latest checkpoint.
@@ -75,16 +74,22 @@ def model_spec_for(
     invariance_group: str | None = None,
     position_window: int | None = None,
 ) -> ModelSpec:
-    """The ViT that fits a dataset version: patch size = block size, one block per token."""
+    """The ViT that fits a dataset version: patch size = block size, one block per token.
+
+    `invariance_group` and `position_window` go to the variants that declare them.
+    """
+    given = {"invariance_group": invariance_group, "position_window": position_window}
+    declared = variant_params(variant)
     return ModelSpec(
         variant=variant,
         size=size,
         image_size=version.image_size,
         patch_size=version.block_size,
         num_classes=num_classes or count_classes(version),
-        in_chans=6 if version.cipher in NIBBLE_CIPHERS else 3,
-        invariance_group=invariance_group if variant in ("invariant", "window_position") else None,
-        position_window=position_window if variant == "window_position" else None,
+        in_chans=INPUT_CHANNELS[input_layout_of(version.cipher)],
+        params=tuple(
+            (name, value) for name, value in given.items() if value is not None and name in declared
+        ),
     )
 
 
@@ -167,8 +172,7 @@ def record_model(
 ) -> dict[str, Any]:
     """Record the model version; linked to its dataset version where the registry knows it."""
     dataset = card["dataset"]
-    registry = Registry.from_config(config)
-    try:
+    with Registry.from_config(config) as registry:
         try:
             registry.get_dataset_version(dataset["name"], dataset["version"])
             link = {"dataset_name": dataset["name"], "dataset_version": dataset["version"]}
@@ -177,8 +181,6 @@ def record_model(
         record = registry.record_model_version(
             model_name, checkpoint_uri=checkpoint_uri, model_card=card, **link
         )
-    finally:
-        registry.close()
     return {
         "name": record.name,
         "version": record.version,
@@ -229,7 +231,7 @@ def train_shared_model(
         warmup_epochs=warmup_epochs,
         label_smoothing=label_smoothing,
         seed=seed,
-        unpack_nibbles=version.cipher in NIBBLE_CIPHERS,
+        unpack_nibbles=input_layout_of(version.cipher) == "nibbles",
         augment=AugmentConfig(
             mixup_alpha=mixup_alpha,
             block_cutmix_prob=block_cutmix_prob,

@@ -291,6 +291,13 @@ class Registry:
     def close(self) -> None:
         self._engine.dispose()
 
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        """Close on leaving a `with` block, also when it raised (the error goes on)."""
+        self.close()
+
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
         """A session in one transaction: committed on success, rolled back on any error."""

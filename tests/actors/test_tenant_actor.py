@@ -10,12 +10,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from patchveil.actors import AUGMENT_NONCE_STRIDE, TenantActor, call, nonce_of, tenant_actor
+from patchveil.actors import TenantActor
 from patchveil.config import PlatformConfig
 from patchveil.datasets import read_shard, table_to_arrays
 from patchveil.errors import CipherConfigError, ImageFormatError, PatchveilError, SourceError
+from patchveil.pipelines.tenant_handle import call, tenant_actor
+from patchveil.protocol import ActorStats, ShardJob
 from patchveil.tenants.client import Tenant
 from patchveil.tenants.keystore import KeyStore
+from patchveil.tenants.samples import AUGMENT_NONCE_STRIDE, nonce_of
 from tests.helpers import assert_no_key_material
 
 TENANT = "actor-a"
@@ -49,7 +52,7 @@ def setup(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     ray_session.kill(actor)
 
 
-def wait_for_restart(actor: Any, old_pid: int, attempts: int = 120) -> dict[str, Any]:
+def wait_for_restart(actor: Any, old_pid: int, attempts: int = 120) -> ActorStats:
     """Ask the actor for its stats until a new process answers (as the flows' retries would)."""
     from ray.exceptions import RayActorError
 
@@ -58,7 +61,7 @@ def wait_for_restart(actor: Any, old_pid: int, attempts: int = 120) -> dict[str,
             stats = call(actor.stats.remote(), timeout=30)
         except RayActorError:  # ActorDiedError / ActorUnavailableError while it restarts
             stats = None
-        if stats is not None and stats["pid"] != old_pid:
+        if stats is not None and stats.pid != old_pid:
             return stats
         time.sleep(0.25)
     raise AssertionError("the actor did not come back in a new process")
@@ -71,9 +74,9 @@ def plain_images(source: str) -> np.ndarray:
 def test_the_key_is_created_inside_and_never_comes_out(setup: dict[str, Any]) -> None:
     actor = setup["actor"]
     created = call(actor.ensure_key.remote("disposable", 4, 32, {"group": "np_cs"}))
-    assert created["created"] and created["key_version"] == 1
+    assert created.created and created.key_version == 1
     again = call(actor.ensure_key.remote("disposable", 4, 32, {"group": "np_cs"}))
-    assert not again["created"] and again["key_id"] == created["key_id"]
+    assert not again.created and again.key_id == created.key_id
     with pytest.raises(CipherConfigError, match="already has a key for cipher 'disposable'"):
         call(actor.ensure_key.remote("conventional", 4, 32))
     key = KeyStore(setup["key_store"]).load(TENANT)
@@ -89,18 +92,15 @@ def test_a_shard_decrypts_exactly_with_augmented_variants(setup: dict[str, Any])
     actor, source = setup["actor"], setup["source"]
     call(actor.ensure_key.remote("disposable", 4, 32, {"group": "np_cs"}))
     plan = call(actor.plan_shards.remote(source, 16, 0.25, 0))
-    splits = [shard["split"] for shard in plan["shards"]]
+    splits = [shard.split for shard in plan.shards]
     assert splits == ["train", "train", "validation"]
-    assert sum(len(shard["indices"]) for shard in plan["shards"]) == IMAGES
-    indices = plan["shards"][0]["indices"]
+    assert sum(len(shard.indices) for shard in plan.shards) == IMAGES
+    indices = plan.shards[0].indices
     folder = str(setup["root"] / "staging")
-    info = call(
-        actor.encrypt_shard.remote(
-            source, indices, folder, "actor-a-train-0", "train", 2, 100, plan["fingerprint"]
-        )
-    )
-    assert info["rows"] == 3 * len(indices) and info["key_version"] == 1
-    arrays = table_to_arrays(read_shard(info["uri"]))
+    job = ShardJob(source, indices, folder, "actor-a-train-0", "train", 2, 100, plan.fingerprint)
+    info = call(actor.encrypt_shard.remote(job)).shard
+    assert info.rows == 3 * len(indices) and info.key_version == 1
+    arrays = table_to_arrays(read_shard(info.uri))
     assert arrays.sample_ids[0] == f"{TENANT}:{100 + indices[0]}"
     assert f"{TENANT}:{100 + indices[0]}:aug2" in set(arrays.sample_ids)
     nonces = np.array([nonce_of(TENANT, sample) for sample in arrays.sample_ids])
@@ -108,30 +108,32 @@ def test_a_shard_decrypts_exactly_with_augmented_variants(setup: dict[str, Any])
     assert nonces.max() >= 2 * AUGMENT_NONCE_STRIDE
     tenant = Tenant(TENANT, setup["key_store"])
     decrypted = tenant.decrypt(np.array(arrays.images), 1, nonces)
-    originals = plain_images(source)[indices]
+    originals = plain_images(source)[list(indices)]
     assert np.array_equal(decrypted[: len(indices)], originals)
     assert not np.array_equal(decrypted[len(indices) : 2 * len(indices)], originals)
-    check = call(actor.validate_sample.remote(info["uri"], source, indices, 100))
-    assert check["decrypts_exactly"] and check["differs_from_plain"]
-    assert check["checked"] == 3 * min(8, len(indices))
+    check = call(actor.validate_sample.remote(info.uri, source, indices, 100))
+    assert check.decrypts_exactly and check.differs_from_plain
+    assert check.checked == 3 * min(8, len(indices))
 
 
 def test_rotation_reencrypts_under_the_new_key_version(setup: dict[str, Any]) -> None:
     actor, source = setup["actor"], setup["source"]
     call(actor.ensure_key.remote("disposable", 4, 32, {"group": "np_cs"}))
     folder = str(setup["root"] / "rotation")
-    first = call(actor.encrypt_shard.remote(source, [0, 1, 2, 3], folder, "before", "validation"))
+    job = ShardJob(source, (0, 1, 2, 3), folder, "before", "validation")
+    first = call(actor.encrypt_shard.remote(job)).shard
     rotated = call(actor.rotate_key.remote())
-    assert rotated["key_version"] == first["key_version"] + 1
-    after = call(actor.reencrypt_shard.remote(first["uri"], folder, "after"))
-    assert after["key_version"] == rotated["key_version"] and after["split"] == "validation"
-    old, new = (table_to_arrays(read_shard(info["uri"])) for info in (first, after))
+    assert rotated.key_version == first.key_version + 1
+    written = call(actor.reencrypt_shard.remote(first.uri, folder, "after"))
+    after = written.shard
+    assert after.key_version == rotated.key_version and written.split == "validation"
+    old, new = (table_to_arrays(read_shard(info.uri)) for info in (first, after))
     assert list(new.sample_ids) == list(old.sample_ids)
     assert not np.array_equal(new.images, old.images)
-    check = call(actor.validate_sample.remote(after["uri"], source, [0, 1, 2, 3]))
-    assert check["decrypts_exactly"] and check["key_version"] == rotated["key_version"]
+    check = call(actor.validate_sample.remote(after.uri, source, [0, 1, 2, 3]))
+    assert check.decrypts_exactly and check.key_version == rotated.key_version
     with pytest.raises(PatchveilError, match="already under key version"):
-        call(actor.reencrypt_shard.remote(after["uri"], folder, "again"))
+        call(actor.reencrypt_shard.remote(after.uri, folder, "again"))
 
 
 def test_queries_come_back_encrypted(setup: dict[str, Any]) -> None:
@@ -164,11 +166,11 @@ def test_a_restarted_actor_reloads_its_key_from_the_store(
 ) -> None:
     actor = setup["actor"]
     before = call(actor.ensure_key.remote("disposable", 4, 32, {"group": "np_cs"}))
-    pid = call(actor.stats.remote())["pid"]
+    pid = call(actor.stats.remote()).pid
     ray_session.kill(actor, no_restart=False)
     wait_for_restart(actor, pid)
     after = call(actor.key_info.remote())
-    assert after["key_id"] == before["key_id"] and after["key_version"] == before["key_version"]
+    assert after.key_id == before.key_id and after.key_version == before.key_version
 
 
 def test_one_actor_name_serves_one_key_store(setup: dict[str, Any]) -> None:

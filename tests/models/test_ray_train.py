@@ -15,6 +15,7 @@ from patchveil.config import PlatformConfig
 from patchveil.datasets import images_from_column
 from patchveil.errors import PatchveilError
 from patchveil.models.checkpoint import CHECKPOINT_META_FILE, MODEL_FILE, TRAINING_STATE_FILE
+from patchveil.models.inference import predict
 from patchveil.models.ray_train import (
     TRAINER_CONFIG_KEYS,
     VALIDATION_BATCH_SIZE,
@@ -27,7 +28,7 @@ from patchveil.models.ray_train import (
     training_phase_name,
     training_variants,
 )
-from patchveil.models.training import TrainConfig, pick_device, predict_logits
+from patchveil.models.training import TrainConfig, pick_device
 from patchveil.models.vit import ModelSpec
 from tests.helpers import assert_no_key_material
 from tests.models.encrypted_dataset import BLOCK_SIZE, IMAGE_SIZE, TENANTS, publish_tiny_dataset
@@ -98,7 +99,7 @@ def test_validation_is_per_tenant_on_its_own_key(
     model, spec = load_trained_model(result.checkpoint_path)
     assert spec == SPEC
     for tenant_id, (ciphertext, labels) in tiny.validation.items():
-        logits = predict_logits(model, ciphertext, pick_device(False), False, VALIDATION_BATCH_SIZE)
+        logits = predict(model, ciphertext, pick_device(False), False, VALIDATION_BATCH_SIZE)
         accuracy = float((logits.argmax(dim=-1).numpy() == labels).mean())
         assert accuracy == pytest.approx(result.tenant_accuracy[tenant_id])
 
@@ -124,7 +125,7 @@ def test_in_process_run_with_zero_workers(tiny: Any, tmp_path: Path, ray_session
     images = tiny.validation[TENANTS[0]][0][:4]
     again, _ = load_trained_model(result.checkpoint_path)
     device = pick_device(False)
-    assert torch.equal(predict_logits(model, images, device), predict_logits(again, images, device))
+    assert torch.equal(predict(model, images, device), predict(again, images, device))
 
 
 def test_trainer_gets_no_key_store_path_and_no_plain_images(

@@ -28,7 +28,7 @@ IMAGE_SIZE = 32
 PATCH_SIZE = 4
 
 
-def small_vit(variant: str, **overrides: int) -> torch.nn.Module:
+def small_vit(variant: str, **overrides: int | str) -> torch.nn.Module:
     torch.manual_seed(0)
     args = {"image_size": IMAGE_SIZE, "patch_size": PATCH_SIZE, "num_classes": 10, **overrides}
     return create_vit(variant, "test", **args).eval()
@@ -359,9 +359,25 @@ def test_window_position_ignores_the_order_inside_a_window_only(window: int) -> 
 def test_window_position_needs_a_window_that_divides_the_grid() -> None:
     with pytest.raises(PatchveilError, match="position_window"):
         ModelSpec("window_position", "test", 32, 4, 10)
-    with pytest.raises(PatchveilError, match="only for it"):
-        ModelSpec("position_free", "test", 32, 4, 10, position_window=2)
+    with pytest.raises(PatchveilError, match="'position_free' has no parameter position_window"):
+        ModelSpec("position_free", "test", 32, 4, 10, params=(("position_window", 2),))
     with pytest.raises(PatchveilError, match="does not divide the 8 blocks"):
-        ModelSpec("window_position", "test", 32, 4, 10, position_window=3)
-    spec = ModelSpec("window_position", "test", 32, 4, 10, position_window=4)
+        ModelSpec("window_position", "test", 32, 4, 10, params=(("position_window", 3),))
+    spec = ModelSpec("window_position", "test", 32, 4, 10, params=(("position_window", 4),))
     assert ModelSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
+
+
+def test_variant_parameters_are_declared_beside_the_variant_and_checked() -> None:
+    invariant = ModelSpec("invariant", "test", 32, 4, 10)
+    assert invariant.param("invariance_group") == "np_cs"  # its default, filled in
+    with pytest.raises(PatchveilError, match="unknown invariance group 'xy'"):
+        ModelSpec("invariant", "test", 32, 4, 10, params=(("invariance_group", "xy"),))
+    with pytest.raises(PatchveilError, match=r"position_window='four' .* must be a int"):
+        ModelSpec("window_position", "test", 32, 4, 10, params=(("position_window", "four"),))
+    # A spec written when these were top-level fields still loads, as the same spec.
+    legacy = {"variant": "window_position", "size": "test", "image_size": 32, "patch_size": 4}
+    legacy |= {"num_classes": 10, "position_window": 4, "invariance_group": "rf"}
+    params = (("position_window", 4), ("invariance_group", "rf"))
+    assert ModelSpec.from_json(legacy) == ModelSpec(
+        "window_position", "test", 32, 4, 10, params=params
+    )

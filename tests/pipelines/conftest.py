@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from patchveil.actors import NAMESPACE
 from patchveil.config import HOME_ENV, PlatformConfig
+from patchveil.pipelines.tenant_handle import NAMESPACE
 from patchveil.tenants.loaders import LabeledImages, default_cifar_dir, load_source
 
 

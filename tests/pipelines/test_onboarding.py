@@ -10,15 +10,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from patchveil.actors import call, tenant_actor
 from patchveil.config import PlatformConfig
 from patchveil.datasets import list_versions, read_shard, table_to_arrays, verify
 from patchveil.errors import PatchveilError
 from patchveil.pipelines.onboarding import load_onboarding_file, onboard_tenant, onboard_tenants
+from patchveil.pipelines.tenant_handle import call
 from patchveil.registry import Registry
 from patchveil.tenants.client import Tenant
 from patchveil.tenants.keystore import KeyStore
 from patchveil.tenants.loaders import LabeledImages
+from tests.faults import start_crashing_tenant_actor
 from tests.pipelines.conftest import write_source
 
 DATASET = "disposable-b4-s32"
@@ -216,17 +217,17 @@ def test_a_tenant_actor_killed_mid_shard_does_not_break_onboarding(
     root = platform.home.parent
     source = write_source(cifar_images.subset(np.arange(500, 700)), root / "kill" / "images.npz")
     marker = root / "kill" / "crashed"
-    actor = tenant_actor(
-        "onb-kill", platform.key_store_for("onb-kill"), platform, crash_marker=str(marker)
+    actor = start_crashing_tenant_actor(
+        "onb-kill", platform.key_store_for("onb-kill"), platform, marker
     )
-    first_pid = call(actor.describe.remote())["pid"]
+    first_pid = call(actor.describe.remote()).pid
 
     result = onboard_tenant(
         "onb-kill", source, "disposable", 4, params={"group": "np_cs"}, shard_size=60
     )
 
     assert marker.read_text() == str(first_pid)  # it did die half way through a shard
-    assert call(actor.describe.remote())["pid"] != first_pid
+    assert call(actor.describe.remote()).pid != first_pid
     assert result["status"] == "onboarded" and result["dataset_version"] == 2
     published = list_versions(platform.dataset_root, DATASET)[-1]
     verify(published)  # exactly the manifest's shards, checksums intact
@@ -242,10 +243,10 @@ def test_a_tenant_actor_killed_mid_shard_does_not_break_onboarding(
     assert len(sample_ids) == len(set(sample_ids)) == 200
     # The key survived: the store still opens it, and it decrypts the new rows.
     key = KeyStore(platform.key_store_for("onb-kill")).load("onb-kill")
-    assert key.key_id == call(actor.key_info.remote())["key_id"] and key.version == 1
+    assert key.key_id == call(actor.key_info.remote()).key_id and key.version == 1
     indices = [int(sample.split(":")[1]) for sample in sample_ids[:3]]
     check = call(actor.validate_sample.remote(kill_shards[0].uri, source, indices, 0))
-    assert check["decrypts_exactly"] and check["rows"] == kill_shards[0].rows
+    assert check.decrypts_exactly and check.rows == kill_shards[0].rows
     # Other tenants were carried over unchanged.
     first = list_versions(platform.dataset_root, DATASET)[0]
     assert {s.name: s.sha256 for s in first.shards}.items() <= {

@@ -7,11 +7,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from patchveil.actors import NAMESPACE
 from patchveil.config import PlatformConfig
 from patchveil.datasets import list_versions, verify
 from patchveil.pipelines.onboarding import onboard_tenant
 from patchveil.pipelines.removal import offboard_tenant
+from patchveil.pipelines.tenant_handle import NAMESPACE
 from patchveil.registry import Registry, UnknownTenantError
 from patchveil.tenants.loaders import LabeledImages
 from tests.pipelines.conftest import write_source

@@ -202,6 +202,20 @@ def test_registry_from_config_creates_the_sqlite_file_under_home(tmp_path: Path)
     registry.close()
 
 
+def test_a_registry_in_a_with_block_is_closed_even_when_the_block_raises(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    closed: list[Registry] = []
+    monkeypatch.setattr(Registry, "close", lambda self: closed.append(self))
+    config = PlatformConfig(home=tmp_path / "home")
+    with Registry.from_config(config) as registry:
+        registry.upsert_tenant("acme", cipher="conventional", block_size=4, image_size=32)
+    assert closed == [registry]
+    with pytest.raises(UnknownTenantError), Registry.from_config(config) as failing:
+        failing.get_tenant("nobody")
+    assert closed == [registry, failing]
+
+
 def test_in_memory_registry_and_bad_urls() -> None:
     registry = Registry("sqlite://")
     registry.upsert_tenant("acme", cipher="conventional", block_size=4, image_size=32)

@@ -102,6 +102,9 @@ class Cipher:
     # A per-image cipher draws a fresh transform for every image from (key, nonce): callers
     # pass one nonce per image (the sample id), and need the same nonce to decrypt.
     per_image: ClassVar[bool] = False
+    # How the model reads the ciphertext (not secret): "bytes" (RGB) or "nibbles" (two 4-bit
+    # values per byte). The platform looks it up by cipher name in `patchveil.protocol`.
+    input_layout: ClassVar[str] = "bytes"
 
     def __init__(self, key: Key) -> None:
         self.spec = check_spec(key.spec)

@@ -22,6 +22,7 @@ from patchveil.tenants.keystream import bits, permutation
 @register_cipher("le")
 class LearnableEncryptionCipher(Cipher):
     summary = "LE: 4-bit split, in-block shuffle and inversion (Tanaka 2018)"
+    input_layout = "nibbles"
 
     def build(self, key: Key, spec: CipherSpec) -> GatherMask:
         blocks = block_index(spec.image_size, spec.block_size, channels=6)
