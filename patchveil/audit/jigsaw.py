@@ -6,12 +6,10 @@ edges match. Edge (dis)similarity predicts each border pixel from the two pixels
 (a linear extrapolation, as in the jigsaw-solver literature), and a greedy raster placement is
 tried from every starting block, keeping the arrangement with the lowest total cost.
 
-It is scored by whoever holds the plain images (the tenant auditing its own data), beside a
-random arrangement of the same windows as the chance level: *direct* accuracy is the share of
-block positions whose reconstructed block equals the plain block there; *neighbour* accuracy is
-the share of adjacent block pairs (left–right, top–bottom) of the reconstruction that are also
-adjacent that way in the plain image (a whole image reassembled but shifted scores high here and
-low on direct accuracy). Pure numpy; no key is used or needed.
+This is the weak baseline; `patchveil.audit.jigsaw_mgc` is the strong solver. It is scored by
+whoever holds the plain images (the tenant auditing its own data) with the shared scores of
+`patchveil.audit.scoring` (direct and neighbour accuracy), beside a random arrangement of the
+same windows as the chance level. Pure numpy; no key is used or needed.
 With a per-block group (`disposable`'s `group`: negative–positive, colour shuffle, rotation/flip)
 the attacker knows the group but not each block's element, so it tries every element on every
 block (the true plain block is one of them) and places (block, element) pairs.
@@ -19,14 +17,36 @@ block (the true plain block is one of them) and places (block, element) pairs.
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from patchveil.audit.scoring import (
+    direct_accuracy,
+    from_blocks,
+    neighbour_accuracy,
+    score_reconstructions,
+    to_blocks,
+    whole_image_versions,
+)
 from patchveil.errors import PatchveilError
 from patchveil.groups import window_of_blocks
+
+__all__ = [
+    "JigsawScore",
+    "attack",
+    "direct_accuracy",
+    "edge_costs",
+    "from_blocks",
+    "group_versions",
+    "neighbour_accuracy",
+    "random_arrangement",
+    "score",
+    "solve_window",
+    "to_blocks",
+    "whole_image_versions",
+    "window_members",
+]
 
 
 @dataclass(frozen=True)
@@ -41,25 +61,6 @@ class JigsawScore:
     attack_neighbour_accuracy: float
     chance_neighbour_accuracy: float
     ciphertext_neighbour_accuracy: float
-
-
-def to_blocks(images: np.ndarray, block_size: int) -> np.ndarray:
-    """[N, H, W, C] → [N, side, side, M, M, C]: the block grid of every image."""
-    count, size = images.shape[0], images.shape[1]
-    if images.ndim != 4 or images.shape[2] != size or size % block_size:
-        raise PatchveilError(
-            f"expected square images [N, H, W, C] with H divisible by {block_size}, got "
-            f"{images.shape}"
-        )
-    side = size // block_size
-    grid = images.reshape(count, side, block_size, side, block_size, images.shape[3])
-    return grid.transpose(0, 1, 3, 2, 4, 5)
-
-
-def from_blocks(grid: np.ndarray) -> np.ndarray:
-    """The inverse of `to_blocks`."""
-    count, side, _, block, _, channels = grid.shape
-    return grid.transpose(0, 1, 3, 2, 4, 5).reshape(count, side * block, side * block, channels)
 
 
 def edge_costs(pieces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -189,77 +190,6 @@ def random_arrangement(
     return from_blocks(flat.reshape(grid.shape))
 
 
-def direct_accuracy(candidates: np.ndarray, plain: np.ndarray, block_size: int) -> np.ndarray:
-    """Per image, the share of block positions where the candidate's block is the plain one."""
-    same = to_blocks(candidates, block_size) == to_blocks(plain, block_size)
-    return same.all(axis=(3, 4, 5)).mean(axis=(1, 2))
-
-
-def neighbour_accuracy(candidates: np.ndarray, plain: np.ndarray, block_size: int) -> np.ndarray:
-    """Per image, the share of the candidate's adjacent block pairs adjacent so in the plain."""
-    shares = []
-    for candidate, original in zip(
-        to_blocks(candidates, block_size), to_blocks(plain, block_size), strict=True
-    ):
-        found = 0
-        total = 0
-        for axis in (0, 1):  # top–bottom pairs, then left–right pairs
-            first = np.moveaxis(original, axis, 0)
-            pairs = {
-                (a.tobytes(), b.tobytes())
-                for row_a, row_b in itertools.pairwise(first)
-                for a, b in zip(row_a, row_b, strict=True)
-            }
-            mine = np.moveaxis(candidate, axis, 0)
-            for row_a, row_b in itertools.pairwise(mine):
-                for a, b in zip(row_a, row_b, strict=True):
-                    found += (a.tobytes(), b.tobytes()) in pairs
-                    total += 1
-        shares.append(found / total)
-    return np.array(shares)
-
-
-def whole_image_versions(images: np.ndarray, group: str) -> list[np.ndarray]:
-    """The images under every element of the group acting on the whole image (the ambiguity no
-    jigsaw can resolve: the same element on every block looks just as consistent — a negative,
-    a colour swap, a rotated or mirrored image — and shows a person the same content)."""
-    from patchveil.groups import parse_group
-
-    parsed = parse_group(group)
-    geometric = [images]
-    if parsed.rotation_flip:
-        geometric = [
-            np.rot90(flipped, turns, axes=(1, 2))
-            for flipped in (images, images[:, :, ::-1])
-            for turns in range(4)
-        ]
-    colours = [(0, 1, 2)]
-    if parsed.colour_shuffle:
-        colours = list(itertools.permutations(range(3)))
-    out = []
-    for version in geometric:
-        for channels in colours:
-            recoloured = np.ascontiguousarray(version[..., list(channels)])
-            out.append(recoloured)
-            if parsed.negative_positive:
-                out.append(255 - recoloured)
-    return out
-
-
-def best_over_whole_image_versions(
-    measure: Callable[[np.ndarray, np.ndarray, int], np.ndarray],
-    candidates: np.ndarray,
-    plain: np.ndarray,
-    block_size: int,
-    group: str,
-) -> float:
-    """Mean over images of the measure at the best whole-image group element for each image."""
-    per_version = [
-        measure(version, plain, block_size) for version in whole_image_versions(candidates, group)
-    ]
-    return float(np.max(per_version, axis=0).mean())
-
-
 def score(
     plain: np.ndarray,
     ciphertexts: np.ndarray,
@@ -278,17 +208,17 @@ def score(
     side = plain.shape[1] // block_size
     reconstructed = attack(ciphertexts, block_size, window, group)
     chance = random_arrangement(ciphertexts, block_size, window, np.random.default_rng(seed), group)
-
-    def best(measure: Callable[[np.ndarray, np.ndarray, int], np.ndarray], images: np.ndarray):
-        return best_over_whole_image_versions(measure, images, plain, block_size, group)
-
+    attacked, chanced, unsolved = (
+        score_reconstructions(plain, images, block_size, group)
+        for images in (reconstructed, chance, ciphertexts)
+    )
     return JigsawScore(
         images=len(plain),
         blocks_per_window=(window or side) ** 2,
-        attack_direct_accuracy=best(direct_accuracy, reconstructed),
-        chance_direct_accuracy=best(direct_accuracy, chance),
-        ciphertext_direct_accuracy=best(direct_accuracy, ciphertexts),
-        attack_neighbour_accuracy=best(neighbour_accuracy, reconstructed),
-        chance_neighbour_accuracy=best(neighbour_accuracy, chance),
-        ciphertext_neighbour_accuracy=best(neighbour_accuracy, ciphertexts),
+        attack_direct_accuracy=float(np.mean(attacked.direct)),
+        chance_direct_accuracy=float(np.mean(chanced.direct)),
+        ciphertext_direct_accuracy=float(np.mean(unsolved.direct)),
+        attack_neighbour_accuracy=float(np.mean(attacked.neighbour)),
+        chance_neighbour_accuracy=float(np.mean(chanced.neighbour)),
+        ciphertext_neighbour_accuracy=float(np.mean(unsolved.neighbour)),
     )
