@@ -121,7 +121,16 @@ def cmd_tenant_remove(args: argparse.Namespace) -> int:
     from patchveil.pipelines.removal import offboard_tenant
 
     result = offboard_tenant(args.tenant)
-    _print(result, args.json, f"{args.tenant}: removed")
+    lines = [f"{args.tenant}: removed ({result['retired_shards']} shard(s) retired)"]
+    lines += [
+        f"  dataset {summary['dataset']}: new version {summary['version']} without it"
+        for summary in result["datasets"]
+    ]
+    lines += [
+        f"  dataset {name}: no shard left; training on it is refused until a tenant is onboarded"
+        for name in result["datasets_left_without_shards"]
+    ]
+    _print(result, args.json, "\n".join(lines))
     return 0
 
 

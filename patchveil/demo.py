@@ -22,8 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 TENANTS = ("hospital-a", "factory-b", "bank-c", "clinic-d")
 NEW_TENANT = "lab-e"
 BLOCK_SIZE = 4
@@ -132,9 +130,8 @@ def main() -> None:
     device = pick_device(False)
 
     def tenant_accuracy(tenant: Tenant) -> float:
-        first = tenant.store.reserve_nonces(tenant.tenant_id, len(test))
-        nonces = np.arange(first, first + len(test))
-        return accuracy(model, tenant.encrypt(test.images, nonces=nonces), test.labels, device)
+        encrypted = tenant.encrypt_batch(test.images)  # fresh nonces from the tenant's store
+        return accuracy(model, encrypted.images, test.labels, device)
 
     newcomer = Tenant(NEW_TENANT, out / "tenants" / NEW_TENANT / "keys")
     newcomer.create_key(
@@ -156,8 +153,7 @@ def main() -> None:
     from patchveil.audit.jigsaw import score
 
     sample = test.images[:100]
-    first_nonce = newcomer.store.reserve_nonces(NEW_TENANT, len(sample))
-    ciphertexts = newcomer.encrypt(sample, nonces=np.arange(first_nonce, first_nonce + len(sample)))
+    ciphertexts = newcomer.encrypt_batch(sample).images
     audit = score(sample, ciphertexts, BLOCK_SIZE, WINDOW)
     print(
         f"  a greedy jigsaw solver put {audit.attack_direct_accuracy:.1%} of the blocks back "

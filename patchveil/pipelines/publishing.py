@@ -33,6 +33,7 @@ from patchveil.datasets import (
     version_uri,
 )
 from patchveil.datasets.manifest import check_dataset_name
+from patchveil.errors import PatchveilError
 from patchveil.registry import NewSource, Registry
 
 STAGING_FOLDER = "_staging"
@@ -134,7 +135,13 @@ def publish_and_record(
         version = next_version(config.dataset_root, dataset_name)
         folder = version_uri(config.dataset_root, dataset_name, version)
         dropped = set(replaced)
-        kept = [shard for shard in base.shards if shard.name not in dropped] if base else []
+        # A removed tenant's shards are never carried on, even into a dataset it left empty.
+        removed = set(removed_tenants_in(registry, base)) if base else set()
+        kept = [
+            shard
+            for shard in (base.shards if base else [])
+            if shard.name not in dropped and shard.tenant_id not in removed
+        ]
         published = publish_version(
             config.dataset_root,
             dataset_name,
@@ -145,6 +152,46 @@ def publish_and_record(
         )
         registry.record_manifest(published, sources=sources)
         return published
+
+
+def removed_tenants_in(registry: Registry, version: DatasetVersion) -> list[str]:
+    """Tenants with shards in `version` that were offboarded since: no longer registered, their
+    shards retired in the registry (a dataset published outside the registry has none)."""
+    present = set(version.tenant_ids)
+    registered = {tenant.tenant_id for tenant in registry.list_tenants()}
+    retired = {
+        shard.tenant_id
+        for shard in registry.list_shards(dataset_name=version.name, status="retired")
+        if shard.tenant_id in present
+    }
+    return sorted(retired - registered)
+
+
+def check_trainable(registry: Registry, version: DatasetVersion) -> DatasetVersion:
+    """Refuse a dataset version that holds a removed tenant's shards: training never reads them.
+
+    Offboarding publishes a version without the tenant, except when it was the dataset's last
+    tenant (a version needs a shard); then every version of that dataset is refused until a
+    tenant is onboarded into it.
+    """
+    removed = removed_tenants_in(registry, version)
+    if not removed:
+        return version
+    clean = [
+        recorded.version
+        for recorded in registry.list_dataset_versions(version.name)
+        if not set(load_manifest(recorded.uri).tenant_ids) & set(removed)
+        and recorded.version > version.version
+    ]
+    advice = (
+        f"train on version {clean[-1]} instead"
+        if clean
+        else "no later version is without them: onboard a tenant into the dataset first"
+    )
+    raise PatchveilError(
+        f"dataset {version.name!r} v{version.version} holds shards of removed tenant(s) "
+        f"{', '.join(removed)}; training never reads a removed tenant's images: {advice}"
+    )
 
 
 def version_summary(published: DatasetVersion) -> dict[str, object]:

@@ -25,6 +25,7 @@ from patchveil.models.augment import AugmentConfig
 from patchveil.models.ray_train import TrainingResult, fit_shared_model, read_columns
 from patchveil.models.training import TrainConfig
 from patchveil.models.vit import ModelSpec, variant_params
+from patchveil.pipelines.publishing import check_trainable
 from patchveil.pipelines.ray_runtime import ensure_ray
 from patchveil.protocol import INPUT_CHANNELS, input_layout_of
 from patchveil.registry import Registry, RegistryError
@@ -40,17 +41,21 @@ _OPTIONS: dict[str, Any] = {"persist_result": False, "cache_policy": NO_CACHE}
 def resolve_dataset_version(
     config: PlatformConfig, dataset_name: str, dataset_version: int | None = None
 ) -> DatasetVersion:
-    """The published version asked for, or the newest published one."""
+    """The published version asked for, or the newest published one; refused when it holds a
+    removed tenant's shards (`check_trainable`)."""
     check_dataset_name(dataset_name)
     if dataset_version is not None:
-        return load_manifest(version_uri(config.dataset_root, dataset_name, dataset_version))
-    published = list_versions(config.dataset_root, dataset_name)
-    if not published:
-        raise PatchveilError(
-            f"dataset {dataset_name!r} has no published version under {config.dataset_root}; "
-            "onboard tenants into it first (patchveil onboard ...)"
-        )
-    return published[-1]
+        chosen = load_manifest(version_uri(config.dataset_root, dataset_name, dataset_version))
+    else:
+        published = list_versions(config.dataset_root, dataset_name)
+        if not published:
+            raise PatchveilError(
+                f"dataset {dataset_name!r} has no published version under {config.dataset_root}; "
+                "onboard tenants into it first (patchveil onboard ...)"
+            )
+        chosen = published[-1]
+    with Registry.from_config(config) as registry:
+        return check_trainable(registry, chosen)
 
 
 def count_classes(version: DatasetVersion) -> int:

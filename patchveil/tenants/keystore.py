@@ -375,9 +375,11 @@ class KeyStore:
 
         Derived from the key-encryption key, so it survives key rotation but never leaves the
         tenant: the platform can compare fingerprints, not confirm a guess of the images.
+        Onboarding asks for it before the tenant's first key, so an empty folder becomes a new
+        store here (an incomplete one is refused as everywhere).
         """
         if self._kek is None:
-            self._kek = self._open(create=False)
+            self._kek = self._open(create=True)
         return hmac.new(self._kek, b"patchveil/source-fingerprint/v1", hashlib.sha256).digest()
 
     def reserve_nonces(self, tenant_id: str, count: int) -> int:

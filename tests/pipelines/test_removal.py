@@ -9,9 +9,11 @@ import pytest
 
 from patchveil.config import PlatformConfig
 from patchveil.datasets import list_versions, verify
+from patchveil.errors import PatchveilError
 from patchveil.pipelines.onboarding import onboard_tenant
 from patchveil.pipelines.removal import offboard_tenant
 from patchveil.pipelines.tenant_handle import NAMESPACE
+from patchveil.pipelines.training import resolve_dataset_version
 from patchveil.registry import Registry, UnknownTenantError
 from patchveil.tenants.loaders import LabeledImages
 from tests.pipelines.conftest import write_source
@@ -50,3 +52,16 @@ def test_offboarding_publishes_a_version_without_the_tenant(
     assert list_versions(platform.dataset_root, DATASET)[-1].version == after.version
     with pytest.raises(UnknownTenantError, match="'rm-b' is not registered"):
         offboard_tenant("rm-b")
+
+    # Training never reads a removed tenant's shards: every version holding them is refused, and
+    # a newcomer's version does not carry them on.
+    with pytest.raises(PatchveilError, match=r"removed tenant\(s\) rm-b.*onboard a tenant"):
+        resolve_dataset_version(platform, DATASET)
+    with pytest.raises(PatchveilError, match=r"removed tenant\(s\) rm-a, rm-b"):
+        resolve_dataset_version(platform, DATASET, before.version)
+    newcomer = cifar_images.subset(np.arange(1400, 1460))
+    onboard_tenant("rm-c", write_source(newcomer, root / "rm-c.npz"), "conventional", 8)
+    latest = resolve_dataset_version(platform, DATASET)
+    assert latest.tenant_ids == ["rm-c"] and latest.version == after.version + 1
+    with pytest.raises(PatchveilError, match=f"train on version {latest.version} instead"):
+        resolve_dataset_version(platform, DATASET, after.version)

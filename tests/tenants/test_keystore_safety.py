@@ -81,7 +81,6 @@ def test_reading_never_creates_a_store(tmp_path: Path) -> None:
     for attempt in (
         lambda: KeyStore(root).load("bank"),
         lambda: KeyStore(root).rotate("bank"),
-        lambda: KeyStore(root).fingerprint_key(),
     ):
         with pytest.raises(KeyStoreError, match="no key"):
             attempt()
