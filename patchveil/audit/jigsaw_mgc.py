@@ -1,0 +1,434 @@
+"""The strong ciphertext-only jigsaw solver: MGC seams, confident merges first, swap refinement.
+
+Of the published kind (Gallagher, CVPR 2012, and its successors), written here from the method:
+
+1. *Compatibility*: the Mahalanobis gradient compatibility (MGC) of every pair of pieces for the
+   left–right and top–bottom relations: the colour gradient across the seam is scored by its
+   Mahalanobis distance to the gradients just inside each piece's border, both ways. Each score is
+   divided by the second best alternative (a confidence) and best buddies (each the other's best
+   match) are found.
+2. *Placement*: pairs are merged most confident first (best buddies before the rest), Kruskal
+   style, into clusters with relative offsets; a merge that makes two pieces overlap (or, by
+   default, outgrows the frame) is refused. The largest cluster is trimmed into the frame (an
+   offset search, and a trim search when it is larger than the frame) and the holes are filled
+   greedily with the best-fitting remaining pieces.
+3. *Refinement*: pairwise swaps (and, with a group, re-orientations) that lower the total seam
+   dissimilarity, until none does.
+
+Window-aware: with `disposable`'s public window layout (`window=w`) each w×w window is its own
+puzzle placed into its own window. Group-aware: with a per-block group (`np`, `cs`, `rf` and their
+products) every piece is expanded into its |G| versions and at most one is used per piece;
+clusters are re-oriented as a whole when they merge ("type 2" puzzles for `rf`, colour variants
+for `cs`/`np`). The solver sees ciphertexts and public parameters only (block size, window,
+group name). Pure numpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from patchveil.audit.jigsaw import group_versions, window_members
+from patchveil.audit.scoring import from_blocks, to_blocks
+from patchveil.errors import PatchveilError
+
+#: Gallagher's dummy gradients: keep each border's gradient covariance invertible.
+DUMMY_GRADIENTS = np.array(
+    [[0, 0, 0], [1, 1, 1], [-1, -1, -1], [0, 0, 1], [0, 1, 0], [1, 0, 0], [-1, 0, 0], [0, -1, 0]]
+    + [[0, 0, -1]],
+    dtype=np.float64,
+)
+#: How many best partners of every piece (per relation, both ways) become merge candidates.
+CANDIDATES_PER_PIECE = 4
+#: Offsets of the largest cluster tried in the frame, at most.
+MAX_OFFSETS = 16
+#: The two relations: the second piece's offset from the first (right of it, below it).
+OFFSETS = ((0, 1), (1, 0))
+
+
+@dataclass(frozen=True)
+class PieceGroup:
+    """The elements of a block group as moves on pieces: `orders`/`flips` as the cipher applies
+    them, `compose[g, h]` the element "g, then h", `turn[g]` the 2×2 map of g on block positions
+    (a piece that g turns must move the same way in its cluster)."""
+
+    orders: np.ndarray
+    flips: np.ndarray
+    compose: np.ndarray
+    turn: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return len(self.orders)
+
+
+def piece_group(group: str, block_size: int) -> PieceGroup:
+    """The public group `group` acting on `block_size`-pixel pieces (3 channels)."""
+    from patchveil.tenants.ciphers.disposable import group_tables
+
+    orders, flips = group_tables(group, block_size)
+    count = len(orders)
+    keys = {
+        (order.tobytes(), flip.tobytes()): index
+        for index, (order, flip) in enumerate(zip(orders, flips, strict=True))
+    }
+    compose = np.empty((count, count), dtype=np.int64)
+    for first in range(count):
+        for second in range(count):
+            order = orders[first][orders[second]]
+            flip = flips[first][orders[second]] ^ flips[second]
+            compose[first, second] = keys[(order.tobytes(), flip.tobytes())]
+    centre = (block_size - 1) / 2
+    pixels = np.arange(block_size * block_size)
+    out = np.stack(np.divmod(pixels, block_size), axis=1) - centre  # output pixel (row, column)
+    candidates = [
+        np.array(matrix)
+        for matrix in (
+            [[1, 0], [0, 1]], [[0, 1], [-1, 0]], [[-1, 0], [0, -1]], [[0, -1], [1, 0]],
+            [[1, 0], [0, -1]], [[0, 1], [1, 0]], [[-1, 0], [0, 1]], [[0, -1], [-1, 0]],
+        )
+    ]  # fmt: skip
+    turn = np.empty((count, 2, 2), dtype=np.int64)
+    for element in range(count):
+        source = orders[element][pixels * 3] // 3  # the input pixel each output pixel reads
+        read = np.stack(np.divmod(source, block_size), axis=1) - centre
+        turn[element] = next(m for m in candidates if np.allclose(out @ m.T, read))
+    return PieceGroup(orders, flips, compose, turn)
+
+
+def one_sided_mgc(edge: np.ndarray, inner: np.ndarray, other_edge: np.ndarray) -> np.ndarray:
+    """[owner, other]: the Mahalanobis distance of the gradients from each owner's border pixels
+    (`edge`, [S, M, C]) to every other piece's facing border (`other_edge`), under the mean and
+    covariance of the gradients just inside the owner's border (`edge − inner`), summed along it."""
+    gradients = edge - inner
+    mean = gradients.mean(axis=1)
+    samples = np.concatenate(
+        [gradients, np.broadcast_to(DUMMY_GRADIENTS, (len(edge), *DUMMY_GRADIENTS.shape))], axis=1
+    )
+    centred = samples - samples.mean(axis=1, keepdims=True)
+    covariance = np.einsum("skc,skd->scd", centred, centred) / (samples.shape[1] - 1)
+    weight = np.linalg.inv(covariance)
+    expected = edge + mean[:, None]  # where the other's border should be
+    # (o − e)ᵀ W (o − e) summed over the border, expanded so that every pair is matrix products.
+    outer = np.einsum("skc,skd->scd", other_edge, other_edge)
+    weighted = np.einsum("icd,ikd->ikc", weight, expected)
+    quadratic = np.einsum("icd,jcd->ij", weight, outer)
+    cross = weighted.reshape(len(edge), -1) @ other_edge.reshape(len(edge), -1).T
+    constant = np.einsum("ikc,ikc->i", expected, weighted)
+    return np.maximum(quadratic - 2 * cross + constant[:, None], 0.0)
+
+
+def mgc_dissimilarities(pieces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(right, down) [S, S]: the MGC dissimilarity of putting piece j right of / below piece i
+    ([S, M, M, C] pieces), both ways round."""
+    x = pieces.astype(np.float64)
+
+    def left_right(y: np.ndarray) -> np.ndarray:
+        return (
+            one_sided_mgc(y[:, :, -1], y[:, :, -2], y[:, :, 0])
+            + one_sided_mgc(y[:, :, 0], y[:, :, 1], y[:, :, -1]).T
+        )
+
+    return left_right(x), left_right(x.transpose(0, 2, 1, 3))
+
+
+def normalised(dissimilarity: np.ndarray, piece_of: np.ndarray) -> np.ndarray:
+    """Each dissimilarity divided by the second best alternative of either piece (over other
+    pieces, in their best version): below 1 only where a pair is the clear best both ways."""
+    pieces = piece_of.max() + 1
+    versions = len(piece_of) // pieces
+
+    def second_best(matrix: np.ndarray) -> np.ndarray:
+        per_piece = matrix.reshape(len(matrix), pieces, versions).min(axis=2)
+        return np.partition(per_piece, 1, axis=1)[:, 1]
+
+    finite = np.where(np.isfinite(dissimilarity), dissimilarity, np.nan)
+    fallback = np.nanmax(finite) if np.isfinite(np.nanmax(finite)) else 1.0
+    matrix = np.where(np.isfinite(dissimilarity), dissimilarity, fallback * 10)
+    alternative = np.minimum(second_best(matrix)[:, None], second_best(matrix.T)[None, :])
+    return dissimilarity / (alternative + 1e-9)
+
+
+def best_buddies(dissimilarity: np.ndarray) -> np.ndarray:
+    """[S, S] booleans: j is i's best match and i is j's best match."""
+    rows = np.argmin(dissimilarity, axis=1)
+    columns = np.argmin(dissimilarity, axis=0)
+    buddies = np.zeros(dissimilarity.shape, dtype=bool)
+    states = np.arange(len(dissimilarity))
+    mutual = columns[rows] == states
+    buddies[states[mutual], rows[mutual]] = True
+    return buddies
+
+
+def merge_candidates(costs: tuple[np.ndarray, np.ndarray], piece_of: np.ndarray) -> np.ndarray:
+    """Rows (first state, second state, relation), most confident first: best buddies first, then
+    by normalised dissimilarity; each state's few best partners in each relation, both ways."""
+    chosen = []
+    for relation, dissimilarity in enumerate(costs):
+        score = normalised(dissimilarity, piece_of)
+        keep = min(CANDIDATES_PER_PIECE, len(score) - 1)
+        forward = np.argpartition(score, keep, axis=1)[:, :keep]
+        backward = np.argpartition(score, keep, axis=0)[:keep].T
+        states = np.arange(len(score))
+        pairs = np.concatenate(
+            [
+                np.stack([np.repeat(states, keep), forward.ravel()], axis=1),
+                np.stack([backward.ravel(), np.repeat(states, keep)], axis=1),
+            ]
+        )
+        pairs = np.unique(pairs, axis=0)
+        pairs = pairs[np.isfinite(dissimilarity[pairs[:, 0], pairs[:, 1]])]
+        buddies = best_buddies(dissimilarity)[pairs[:, 0], pairs[:, 1]]
+        confidence = score[pairs[:, 0], pairs[:, 1]]
+        chosen.append((pairs, np.full(len(pairs), relation), ~buddies, confidence))
+    pairs = np.concatenate([c[0] for c in chosen])
+    relations = np.concatenate([c[1] for c in chosen])
+    order = np.lexsort(
+        (np.concatenate([c[3] for c in chosen]), np.concatenate([c[2] for c in chosen]))
+    )
+    return np.column_stack([pairs, relations])[order]
+
+
+class Clusters:
+    """Pieces joined into rigid clusters: each piece's cluster, version and position in it."""
+
+    def __init__(self, pieces: int, group: PieceGroup, side: int, frame_limited: bool) -> None:
+        self.group = group
+        self.side = side
+        self.frame_limited = frame_limited
+        self.cluster_of = np.arange(pieces)
+        self.version = np.zeros(pieces, dtype=np.int64)
+        self.position = np.zeros((pieces, 2), dtype=np.int64)
+        self.members: dict[int, list[int]] = {piece: [piece] for piece in range(pieces)}
+
+    def merge(self, first: int, first_version: int, second: int, second_version: int, offset):
+        """Join the clusters of two pieces so that `second` (in `second_version`) sits at
+        `offset` from `first` (in `first_version`), each cluster turned as a whole; False where
+        that overlaps or outgrows the frame."""
+        a, b = self.cluster_of[first], self.cluster_of[second]
+        if a == b:
+            return False
+        if len(self.members[b]) > len(self.members[a]):  # move the smaller cluster
+            first, second = second, first
+            first_version, second_version = second_version, first_version
+            offset = (-offset[0], -offset[1])
+            a, b = b, a
+        compose = self.group.compose
+        # Turn the pair as a whole (h) until `first` has the version its cluster gives it.
+        turn_pair = int(np.flatnonzero(compose[first_version] == self.version[first])[0])
+        wanted = compose[second_version, turn_pair]
+        offset = self.group.turn[turn_pair].T @ np.asarray(offset)
+        # Turn the second cluster (g) until `second` has that version.
+        turn_b = int(np.flatnonzero(compose[self.version[second]] == wanted)[0])
+        moved = np.array(self.members[b])
+        positions = self.position[moved] @ self.group.turn[turn_b]  # rows: Aᵀ q
+        here = positions[moved == second][0]
+        positions = positions - here + self.position[first] + offset
+        kept = np.array(self.members[a])
+        occupied = {tuple(p) for p in self.position[kept]}
+        if any(tuple(p) in occupied for p in positions):
+            return False
+        together = np.concatenate([self.position[kept], positions])
+        if self.frame_limited and (np.ptp(together, axis=0) >= self.side).any():
+            return False
+        self.position[moved] = positions
+        self.version[moved] = compose[self.version[moved], turn_b]
+        self.cluster_of[moved] = a
+        self.members[a].extend(self.members.pop(b))
+        return True
+
+
+def assemble(
+    costs: tuple[np.ndarray, np.ndarray],
+    pieces: int,
+    group: PieceGroup,
+    side: int,
+    frame_limited: bool = True,
+) -> np.ndarray:
+    """Merge the most confident pairs first; returns the largest cluster as states in a grid
+    [rows, columns] (−1 where empty), trimmed to at most `side × side`."""
+    versions = group.size
+    piece_of = np.arange(pieces * versions) // versions
+    clusters = Clusters(pieces, group, side, frame_limited)
+    for first, second, relation in merge_candidates(costs, piece_of):
+        clusters.merge(
+            first // versions,
+            first % versions,
+            second // versions,
+            second % versions,
+            OFFSETS[relation],
+        )
+        if len(clusters.members[clusters.cluster_of[0]]) == pieces:
+            break
+    largest = max(clusters.members.values(), key=len)
+    members = np.array(largest)
+    positions = clusters.position[members] - clusters.position[members].min(axis=0)
+    height, width = positions.max(axis=0) + 1
+    grid = np.full((height, width), -1, dtype=np.int64)
+    grid[positions[:, 0], positions[:, 1]] = members * versions + clusters.version[members]
+    return trim(grid, side)
+
+
+def trim(grid: np.ndarray, side: int) -> np.ndarray:
+    """The `side × side` (at most) part of a cluster's grid holding the most pieces."""
+    height, width = grid.shape
+    if height <= side and width <= side:
+        return grid
+    rows, columns = min(height, side), min(width, side)
+    filled = np.pad((grid >= 0).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    counts = (
+        filled[rows:, columns:]
+        - filled[:-rows, columns:]
+        - filled[rows:, :-columns]
+        + filled[:-rows, :-columns]
+    )
+    top, left = np.unravel_index(np.argmax(counts), counts.shape)
+    return grid[top : top + rows, left : left + columns]
+
+
+def local_costs(grid: np.ndarray, right: np.ndarray, down: np.ndarray) -> np.ndarray:
+    """[cells, states]: the seam cost of every state in every cell beside its placed neighbours
+    (cells of `grid` in raster order; −1 = empty)."""
+    side = grid.shape[0]
+    cost = np.zeros((side, side, right.shape[0]))
+    left_of = grid[:, :-1]
+    has = left_of >= 0
+    cost[:, 1:][has] += right[left_of[has]]
+    right_of = grid[:, 1:]
+    has = right_of >= 0
+    cost[:, :-1][has] += right[:, right_of[has]].T
+    above = grid[:-1]
+    has = above >= 0
+    cost[1:][has] += down[above[has]]
+    below = grid[1:]
+    has = below >= 0
+    cost[:-1][has] += down[:, below[has]].T
+    return cost.reshape(side * side, -1)
+
+
+def fill(grid: np.ndarray, right: np.ndarray, down: np.ndarray, versions: int) -> np.ndarray:
+    """Fill the empty cells, most constrained first (most placed neighbours), each with the
+    unused piece (in its best version) that fits its neighbours best."""
+    grid = grid.copy()
+    side = grid.shape[0]
+    piece_of = np.arange(right.shape[0]) // versions
+    used = np.zeros(piece_of.max() + 1, dtype=bool)
+    used[grid[grid >= 0] // versions] = True
+    while (grid < 0).any():
+        placed = np.pad(grid >= 0, 1)
+        neighbours = (
+            placed[:-2, 1:-1].astype(int) + placed[2:, 1:-1] + placed[1:-1, :-2] + placed[1:-1, 2:]
+        )
+        neighbours[grid >= 0] = -1
+        cells = np.flatnonzero(neighbours.ravel() == neighbours.max())
+        cost = local_costs(grid, right, down)[cells]
+        cost[:, used[piece_of]] = np.inf
+        cell, state = np.unravel_index(np.argmin(cost), cost.shape)
+        grid.flat[cells[cell]] = state
+        used[piece_of[state]] = True
+    return grid
+
+
+def total_cost(grid: np.ndarray, right: np.ndarray, down: np.ndarray) -> float:
+    """The sum of the seam dissimilarities of a full grid of states."""
+    return float(right[grid[:, :-1], grid[:, 1:]].sum() + down[grid[:-1], grid[1:]].sum())
+
+
+def refine(grid: np.ndarray, right: np.ndarray, down: np.ndarray, versions: int) -> np.ndarray:
+    """Pairwise swaps (each piece moved in its best version there) and re-orientations that lower
+    the total seam dissimilarity, best first, until none does."""
+    grid = grid.copy()
+    cells = grid.size
+    pieces = right.shape[0] // versions
+    best_total = total_cost(grid, right, down)
+    refused: set[tuple[int, int]] = set()
+    for _ in range(20 * cells):
+        local = local_costs(grid, right, down).reshape(cells, pieces, versions)
+        best_version = local.argmin(axis=2)  # [cell, piece]
+        best = local.min(axis=2)
+        flat = grid.ravel()
+        piece, current = flat // versions, local.reshape(cells, -1)[np.arange(cells), flat]
+        gain = best[:, piece] + best[:, piece].T - current[:, None] - current[None, :]
+        gain[np.triu_indices(cells, 1)] = np.inf  # each pair once (p ≥ q; p = q re-orients)
+        for p, q in refused:
+            gain[p, q] = np.inf
+        move = np.unravel_index(np.argmin(gain), gain.shape)
+        if gain[move] >= -1e-9:
+            break
+        p, q = int(move[0]), int(move[1])
+        trial = grid.copy().ravel()
+        trial[p] = piece[q] * versions + best_version[p, piece[q]]
+        trial[q] = piece[p] * versions + best_version[q, piece[p]]
+        if p == q:
+            trial[p] = piece[p] * versions + best_version[p, piece[p]]
+        trial = trial.reshape(grid.shape)
+        trial_total = total_cost(trial, right, down)
+        if trial_total < best_total - 1e-9:
+            grid, best_total = trial, trial_total
+            refused.clear()
+        else:  # neighbours swapped: the estimate was off
+            refused.add((p, q))
+    return grid
+
+
+def solve(pieces: np.ndarray, side: int, group: str = "none", frame_limited: bool = True):
+    """Arrange `side × side` pieces ([P, M, M, C], ciphertext blocks) into a square frame;
+    returns (piece, version) numbers per cell in raster order, each [side²]."""
+    count = len(pieces)
+    if count != side * side:
+        raise PatchveilError(f"{count} pieces do not fill a {side}×{side} frame")
+    elements = piece_group(group, pieces.shape[1])
+    versions = elements.size
+    states = group_versions(pieces, group) if group != "none" else pieces[:, None]
+    right, down = mgc_dissimilarities(states.reshape(count * versions, *pieces.shape[1:]))
+    piece_of = np.arange(count * versions) // versions
+    same = piece_of[:, None] == piece_of[None, :]
+    right[same] = np.inf
+    down[same] = np.inf
+    core = assemble((right, down), count, elements, side, frame_limited)
+    finite_right = np.where(np.isfinite(right), right, 1e30)
+    finite_down = np.where(np.isfinite(down), down, 1e30)
+    height, width = core.shape
+    offsets = [(top, left) for top in range(side - height + 1) for left in range(side - width + 1)]
+    if len(offsets) > MAX_OFFSETS:
+        picks = np.linspace(0, len(offsets) - 1, MAX_OFFSETS).round().astype(int)
+        offsets = [offsets[i] for i in picks]
+    best_grid, best_total = None, np.inf
+    for top, left in offsets:
+        grid = np.full((side, side), -1, dtype=np.int64)
+        grid[top : top + height, left : left + width] = core
+        grid = fill(grid, finite_right, finite_down, versions)
+        total = total_cost(grid, finite_right, finite_down)
+        if total < best_total:
+            best_grid, best_total = grid, total
+    grid = refine(best_grid, finite_right, finite_down, versions).ravel()
+    return grid // versions, grid % versions
+
+
+def reconstruct(
+    ciphertexts: np.ndarray,
+    block_size: int,
+    window: int = 0,
+    group: str = "none",
+    frame_limited: bool = True,
+) -> np.ndarray:
+    """Reassemble every ciphertext ([N, H, W, C] uint8) from its blocks alone: one puzzle per
+    window when `window` (blocks) is given, else the whole image; with a group, each block is
+    also turned back into the version the solver chose. Returns images like the input."""
+    grid = to_blocks(ciphertexts, block_size)
+    count, side = grid.shape[:2]
+    window = window or side
+    if side % window:
+        raise PatchveilError(f"window {window} does not divide the {side} blocks per side")
+    flat = grid.reshape(count, side * side, *grid.shape[3:])
+    out = flat.copy()
+    for image in range(count):
+        for positions in window_members(side, window):
+            pieces = flat[image, positions]
+            chosen, version = solve(pieces, window, group, frame_limited)
+            if group == "none":
+                out[image, positions] = pieces[chosen]
+            else:
+                out[image, positions] = group_versions(pieces, group)[chosen, version]
+    return from_blocks(out.reshape(grid.shape))
