@@ -8,7 +8,14 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from patchveil.cli_types import bounded_float, bounded_int, image_side, positive_int, seed
+from patchveil.cli_types import (
+    OneLineParser,
+    bounded_float,
+    bounded_int,
+    image_side,
+    positive_int,
+    seed,
+)
 from patchveil.errors import PatchveilError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -186,7 +193,7 @@ def cmd_paper_table(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="patchveil",
         description="Train and query one shared ViT on images each tenant encrypted with its own key.",
     )

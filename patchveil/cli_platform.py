@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from patchveil.cli_types import bounded_float, bounded_int, image_side, positive_int, seed
 from patchveil.errors import PatchveilError
 
 
@@ -244,18 +245,18 @@ def add_platform_commands(commands: argparse._SubParsersAction, param_type: Any)
     onboard.add_argument("--tenant", help="tenant id")
     onboard.add_argument("--source", type=Path, help="CIFAR dir, image folder, .npy/.npz")
     onboard.add_argument("--cipher", help="cipher name (see `patchveil ciphers`)")
-    onboard.add_argument("--block-size", type=int, help="block size = the ViT's patch size")
+    onboard.add_argument("--block-size", type=image_side, help="block size = the ViT's patch size")
     onboard.add_argument(
         "--param", action="append", type=param_type, default=[], help="cipher parameter name=value"
     )
     onboard.add_argument(
         "--key-store", type=Path, help="the tenant's key store (default: <home>/tenants/<id>/keys)"
     )
-    onboard.add_argument("--shard-size", type=int, default=1000)
-    onboard.add_argument("--validation-fraction", type=float, default=0.1)
+    onboard.add_argument("--shard-size", type=bounded_int(1, 1_000_000), default=1000)
+    onboard.add_argument("--validation-fraction", type=bounded_float(0.0, 0.9), default=0.1)
     onboard.add_argument(
         "--augment-variants",
-        type=int,
+        type=bounded_int(0, 64),
         default=0,
         help="K augmented copies per image, made before encryption",
     )
@@ -304,7 +305,7 @@ def add_platform_commands(commands: argparse._SubParsersAction, param_type: Any)
     onboarding.add_argument("action", choices=["run", "serve"])
     _common(onboarding)
     onboarding.add_argument("--cron", default="*/10 * * * *", help="schedule for `serve`")
-    onboarding.add_argument("--shard-size", type=int, default=1000)
+    onboarding.add_argument("--shard-size", type=bounded_int(1, 1_000_000), default=1000)
     onboarding.set_defaults(handler=cmd_onboarding)
 
     train = commands.add_parser(
@@ -314,7 +315,7 @@ def add_platform_commands(commands: argparse._SubParsersAction, param_type: Any)
     train.add_argument(
         "--dataset", required=True, help="dataset name (see `patchveil dataset list`)"
     )
-    train.add_argument("--dataset-version", type=int, help="default: the newest")
+    train.add_argument("--dataset-version", type=positive_int, help="default: the newest")
     train.add_argument(
         "--variant",
         default="standard",
@@ -323,22 +324,33 @@ def add_platform_commands(commands: argparse._SubParsersAction, param_type: Any)
     train.add_argument("--invariance-group", help="invariant variant: np, np_cs or np_cs_rf")
     train.add_argument(
         "--position-window",
-        type=int,
+        type=bounded_int(1, 1024),
         help="window_position variant: the disposable cipher's window (blocks per window side)",
     )
     train.add_argument("--size", default="cpu", help="cpu, tiny, small, base (test for smoke runs)")
-    train.add_argument("--epochs", type=int, default=10)
-    train.add_argument("--batch-size", type=int, default=128)
-    train.add_argument("--learning-rate", type=float, default=1e-3)
-    train.add_argument("--mixup", type=float, default=0.0, help="mixup alpha within a tenant's key")
+    train.add_argument("--epochs", type=bounded_int(1, 10_000), default=10)
+    train.add_argument("--batch-size", type=bounded_int(1, 65_536), default=128)
+    train.add_argument("--learning-rate", type=bounded_float(1e-8, 10.0), default=1e-3)
     train.add_argument(
-        "--block-cutmix", type=float, default=0.0, help="probability of block cutmix"
+        "--mixup",
+        type=bounded_float(0.0, 100.0),
+        default=0.0,
+        help="mixup alpha within a tenant's key",
     )
-    train.add_argument("--token-dropout", type=float, default=0.0)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--workers", type=int, default=1, help="Ray Train workers")
     train.add_argument(
-        "--cpus-per-worker", type=float, default=1.0, help="CPUs (torch threads) per worker"
+        "--block-cutmix",
+        type=bounded_float(0.0, 1.0),
+        default=0.0,
+        help="probability of block cutmix",
+    )
+    train.add_argument("--token-dropout", type=bounded_float(0.0, 0.9), default=0.0)
+    train.add_argument("--seed", type=seed, default=0)
+    train.add_argument("--workers", type=bounded_int(0, 1024), default=1, help="Ray Train workers")
+    train.add_argument(
+        "--cpus-per-worker",
+        type=bounded_float(0.1, 256.0),
+        default=1.0,
+        help="CPUs (torch threads) per worker",
     )
     train.add_argument("--gpu", action="store_true", help="train on GPUs")
     train.set_defaults(handler=cmd_train)

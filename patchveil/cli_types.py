@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from typing import NoReturn
 
 from patchveil.config import MAX_IMAGE_SIZE
 
@@ -44,3 +45,10 @@ def bounded_float(low: float, high: float) -> Callable[[str], float]:
 image_side = bounded_int(1, MAX_IMAGE_SIZE)
 positive_int = bounded_int(1, 2**31 - 1)
 seed = bounded_int(0, 2**32 - 1)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (exit 2), like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")

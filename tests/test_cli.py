@@ -700,7 +700,8 @@ def test_a_missing_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) 
     with pytest.raises(SystemExit) as stop:
         main([])
     assert stop.value.code == 2
-    assert "usage: patchveil" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("patchveil: error: ") and "--help" in err and err.count("\n") == 1
 
 
 # --- logs -----------------------------------------------------------------------------------
@@ -1104,3 +1105,39 @@ def test_keygen_bounds_numbers_with_one_line(
     err = capsys.readouterr().err
     assert fragment in err and "Traceback" not in err
     assert not root.exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["tenant", "onboard", "--tenant", "a", "--block-size", "100000"],
+        ["tenant", "onboard", "--tenant", "a", "--validation-fraction", "nan"],
+        ["tenant", "onboard", "--tenant", "a", "--shard-size", "0"],
+        ["train", "--dataset", "d", "--epochs", "-1"],
+        ["train", "--dataset", "d", "--learning-rate", "inf"],
+        ["train", "--dataset", "d", "--seed", str(2**70)],
+        ["experiment", "paper-table", "--block-size", "100000"],
+        [
+            "encrypt",
+            "--store",
+            "s",
+            "--tenant",
+            "a",
+            "--in",
+            "x",
+            "--out",
+            "y",
+            "--first-nonce",
+            str(2**70),
+        ],
+        ["show", "--store", "s", "--tenant", "a", "--in", "x", "--out", "y", "--limit", str(10**9)],
+    ],
+)
+def test_numbers_are_bounded_before_anything_starts(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: " in err and "Traceback" not in err and err.count("\n") == 1
