@@ -105,13 +105,22 @@ def canonical_block_keys(
     from patchveil.tenants.ciphers.disposable import group_tables  # public, unkeyed tables
 
     orders, flips = group_tables(invariant, block_size)
-    keys = np.empty(len(flat), dtype=np.uint64)
-    step = max(1, chunk_values // (len(orders) * length))
-    for start in range(0, len(flat), step):
-        part = flat[start : start + step]
-        variants = part[:, orders] ^ flips[None]  # (B, |G|, L): the whole orbit of each block
+    return orbit_keys(flat, orders, flips, chunk_values).reshape(count, per_image)
+
+
+def orbit_keys(
+    rows: np.ndarray, orders: np.ndarray, flips: np.ndarray, chunk_values: int = 1 << 22
+) -> np.ndarray:
+    """uint64 [B]: the smallest hash over a group's images `row[orders[g]] ^ flips[g]` of each
+    row (the same for every row of one orbit)."""
+    weights = _hash_weights(rows.shape[1])
+    keys = np.empty(len(rows), dtype=np.uint64)
+    step = max(1, chunk_values // (len(orders) * rows.shape[1]))
+    for start in range(0, len(rows), step):
+        part = rows[start : start + step]
+        variants = part[:, orders] ^ flips[None]  # (B, |G|, L): the whole orbit of each row
         keys[start : start + step] = _hash_rows(variants, weights).min(axis=1)
-    return keys.reshape(count, per_image)
+    return keys
 
 
 def folded_means(images: np.ndarray, block_size: int, invariant: str) -> np.ndarray:
