@@ -13,7 +13,7 @@ Of the published kind (Gallagher, CVPR 2012, and its successors), written here f
    default, outgrows the frame) is refused. The largest cluster is trimmed into the frame (an
    offset search, and a trim search when it is larger than the frame) and the holes are filled
    greedily with the best-fitting remaining pieces.
-3. *Refinement*: pairwise swaps (and, with a group, re-orientations) that lower the total seam
+3. *Refinement*: the best cyclic shift of the whole grid, then pairwise swaps (and, with a group, re-orientations) that lower the total seam
    dissimilarity, until none does.
 
 Window-aware: with `disposable`'s public window layout (`window=w`) each w×w window is its own
@@ -452,8 +452,34 @@ def solve(pieces: np.ndarray, side: int, group: str = "none", frame_limited: boo
         total = total_cost(grid, finite_right, finite_down)
         if total < best_total:
             best_grid, best_total = grid, total
-    grid = refine(best_grid, finite_right, finite_down, versions).ravel()
+    # The arrangement as received is one more start (it wins where nothing was scrambled).
+    starts = [best_grid, np.arange(count).reshape(side, side) * versions]
+    solutions = [polish(start, finite_right, finite_down, versions) for start in starts]
+    grid = min(solutions, key=lambda grid: total_cost(grid, finite_right, finite_down)).ravel()
     return grid // versions, grid % versions
+
+
+def polish(grid: np.ndarray, right: np.ndarray, down: np.ndarray, versions: int) -> np.ndarray:
+    """Alternate the best cyclic shift and swap refinement while the total cost falls."""
+    total = np.inf
+    while True:
+        grid = refine(best_roll(grid, right, down), right, down, versions)
+        new_total = total_cost(grid, right, down)
+        if new_total >= total - 1e-9:
+            return grid
+        total = new_total
+
+
+def best_roll(grid: np.ndarray, right: np.ndarray, down: np.ndarray) -> np.ndarray:
+    """The cyclic shift of the whole grid with the lowest total seam cost (a picture assembled
+    across the frame's edge comes back whole)."""
+    side = grid.shape[0]
+    rolls = [
+        np.roll(grid, (rows, columns), axis=(0, 1))
+        for rows in range(side)
+        for columns in range(side)
+    ]
+    return min(rolls, key=lambda rolled: total_cost(rolled, right, down))
 
 
 def reconstruct(
