@@ -98,7 +98,7 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
     tenant = Tenant(args.tenant, args.store)
     source = read_images(args.input)
     check_encrypted_output(source, args.output)  # before any nonce is reserved
-    batch = tenant.encrypt_batch(source.images, args.key_version)
+    batch = tenant.encrypt(source.images, args.key_version)
     write_encrypted(args.output, source, batch)
     fresh = " with fresh per-image nonces" if batch.nonces is not None else ""
     print(
@@ -122,7 +122,7 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
     tenant = Tenant(args.tenant, args.store)
     encrypted = read_encrypted(args.input)
     # Every batch is decrypted (and checked) before anything is written.
-    plain = np.concatenate([tenant.decrypt_batch(batch) for batch in encrypted.batches])
+    plain = np.concatenate([tenant.decrypt(batch) for batch in encrypted.batches])
     write_decrypted(args.output, encrypted, plain)
     versions = sorted({batch.key_version for batch in encrypted.batches})
     print(
@@ -139,7 +139,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     tenant = Tenant(args.tenant, args.store)
     images = read_images(args.input).images[: args.limit]
-    batch = tenant.encrypt_batch(images, args.key_version)
+    batch = tenant.encrypt(images, args.key_version)
     rows = [[plain, secret] for plain, secret in zip(images, batch.images, strict=True)]
     write_png(args.output, labelled_grid(rows, ["plain", batch.cipher]))
     print(f"wrote {args.output}")

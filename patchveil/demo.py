@@ -130,7 +130,7 @@ def main() -> None:
     device = pick_device(False)
 
     def tenant_accuracy(tenant: Tenant) -> float:
-        encrypted = tenant.encrypt_batch(test.images)  # fresh nonces from the tenant's store
+        encrypted = tenant.encrypt(test.images)  # fresh nonces from the tenant's store
         return accuracy(model, encrypted.images, test.labels, device)
 
     newcomer = Tenant(NEW_TENANT, out / "tenants" / NEW_TENANT / "keys")
@@ -153,7 +153,7 @@ def main() -> None:
     from patchveil.audit.jigsaw import score
 
     sample = test.images[:100]
-    ciphertexts = newcomer.encrypt_batch(sample).images
+    ciphertexts = newcomer.encrypt(sample).images
     audit = score(sample, ciphertexts, BLOCK_SIZE, WINDOW)
     print(
         f"  a greedy jigsaw solver put {audit.attack_direct_accuracy:.1%} of the blocks back "

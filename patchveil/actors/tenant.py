@@ -275,7 +275,7 @@ class TenantActor:
         if len(splits) != 1:
             raise PatchveilError(f"shard {shard_uri} mixes splits {splits}; expected one")
         nonces = np.array([nonce_of(self.tenant_id, s) for s in arrays.sample_ids], np.int64)
-        plain = self._tenant.decrypt(arrays.images, metadata.key_version, nonces)
+        plain = self._tenant.decrypt_rows(arrays.images, metadata.key_version, nonces)
         key = self._tenant.key()
         if key.version == metadata.key_version:
             raise PatchveilError(
@@ -283,7 +283,7 @@ class TenantActor:
                 "first"
             )
         new_table = encrypted_batch_to_table(
-            self._tenant.encrypt(plain, key.version, nonces),
+            self._tenant.encrypt_rows(plain, key.version, nonces),
             arrays.labels,
             tenant_id=self.tenant_id,
             key_version=key.version,
@@ -323,7 +323,7 @@ class TenantActor:
                 )
                 ciphertext = arrays.images[row_of[wanted]]
                 nonce = np.array([nonce_of(self.tenant_id, wanted)], np.int64)
-                decrypted = self._tenant.decrypt(ciphertext[None], metadata.key_version, nonce)
+                decrypted = self._tenant.decrypt_rows(ciphertext[None], metadata.key_version, nonce)
                 exact &= bool(np.array_equal(decrypted[0], expected))
                 differs &= not bool(np.array_equal(ciphertext, expected))
                 checked += 1
@@ -346,7 +346,7 @@ class TenantActor:
         """Encrypt query images with the newest key (fresh random nonces for per-image ciphers)."""
         images = np.asarray(images)
         count = 1 if images.ndim == 3 else len(images)
-        encrypted = self._tenant.encrypt(images, None, query_nonces(count))
+        encrypted = self._tenant.encrypt_rows(images, None, query_nonces(count))
         self._counts["queries_encrypted"] += count
         return encrypted
 

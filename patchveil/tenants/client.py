@@ -1,4 +1,5 @@
-"""The tenant's front door: `Tenant(...).encrypt(images)`; no permutation array in sight."""
+"""The tenant's front door: `Tenant(...).encrypt(images)` → an `EncryptedBatch` that
+`decrypt` takes back; no permutation array or nonce in sight."""
 
 from __future__ import annotations
 
@@ -43,11 +44,11 @@ class Tenant:
             self._ciphers[key.version] = create_cipher(key)
         return self._ciphers[key.version]
 
-    def encrypt_batch(self, images: np.ndarray, version: int | None = None) -> EncryptedBatch:
+    def encrypt(self, images: np.ndarray, version: int | None = None) -> EncryptedBatch:
         """Encrypt uint8 images [N, H, W, 3] with the newest key (or `version`).
 
         A per-image cipher gets fresh nonces reserved in the key store: callers never choose
-        one. The result carries what `decrypt_batch` needs (key id and version, nonces, one
+        one. The result carries what `decrypt` needs (key id and version, nonces, one
         integrity tag per image), none of it secret.
         """
         cipher = self.cipher(version)
@@ -68,7 +69,7 @@ class Tenant:
             nonces=nonces,
         )
 
-    def decrypt_batch(self, batch: EncryptedBatch) -> np.ndarray:
+    def decrypt(self, batch: EncryptedBatch) -> np.ndarray:
         """The plain images of `batch`; refused (nothing returned) when the batch belongs to
         another tenant or key, lacks its nonces, or any image fails its integrity check."""
         if batch.tenant_id != self.tenant_id:
@@ -97,15 +98,16 @@ class Tenant:
             )
         return cipher.decrypt(batch.images, batch.nonces)
 
-    def encrypt(
-        self, images: np.ndarray, version: int | None = None, nonces: np.ndarray | None = None
+    def encrypt_rows(
+        self, images: np.ndarray, version: int | None, nonces: np.ndarray | None
     ) -> np.ndarray:
-        """Encrypt with caller-chosen nonces: for the tenant actor's shards, whose nonce is the
-        sample's tenant-local index (unique by the platform registry). Prefer `encrypt_batch`."""
+        """Encrypt dataset rows whose nonce is the sample's tenant-local index (the tenant
+        actor's shards: the platform registry hands out each index once; queries use random
+        nonces from 2**62). Everything else goes through `encrypt`."""
         return self.cipher(version).encrypt(images, nonces)
 
-    def decrypt(
-        self, images: np.ndarray, version: int | None = None, nonces: np.ndarray | None = None
+    def decrypt_rows(
+        self, images: np.ndarray, version: int | None, nonces: np.ndarray | None
     ) -> np.ndarray:
-        """Undo `encrypt` (same version and nonces); no integrity check."""
+        """Undo `encrypt_rows` (same version and nonces); rows carry no integrity tag."""
         return self.cipher(version).decrypt(images, nonces)

@@ -1,4 +1,4 @@
-"""What `Tenant.encrypt_batch` returns: ciphertexts plus everything needed to decrypt them except
+"""What `Tenant.encrypt` returns: ciphertexts plus everything needed to decrypt them except
 the key (tenant side; none of it is secret).
 
 As Fernet embeds its IV and a MAC, a batch carries the key id and version, the per-image nonces

@@ -107,7 +107,7 @@ def test_a_shard_decrypts_exactly_with_augmented_variants(setup: dict[str, Any])
     assert len(set(nonces.tolist())) == len(nonces)
     assert nonces.max() >= 2 * AUGMENT_NONCE_STRIDE
     tenant = Tenant(TENANT, setup["key_store"])
-    decrypted = tenant.decrypt(np.array(arrays.images), 1, nonces)
+    decrypted = tenant.decrypt_rows(np.array(arrays.images), 1, nonces)
     originals = plain_images(source)[list(indices)]
     assert np.array_equal(decrypted[: len(indices)], originals)
     assert not np.array_equal(decrypted[len(indices) : 2 * len(indices)], originals)

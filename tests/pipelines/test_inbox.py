@@ -67,7 +67,7 @@ def test_dropped_images_are_appended_and_archived(
     indices = np.array([int(sample.split(":")[1]) for sample in arrays.sample_ids])
     assert indices.min() >= len(onboarded)  # new images get new indices (and nonces)
     tenant = Tenant(TENANT, platform.key_store_for(TENANT))
-    decrypted = tenant.decrypt(np.array(arrays.images), 1, indices)
+    decrypted = tenant.decrypt_rows(np.array(arrays.images), 1, indices)
     expected = {
         image.tobytes(): int(label) for image, label in zip(new.images, new.labels, strict=True)
     }

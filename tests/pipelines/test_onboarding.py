@@ -116,7 +116,7 @@ def test_the_tenant_decrypts_its_rows_exactly(
     arrays = table_to_arrays(read_shard(shard.uri))
     indices = np.array([int(sample.split(":")[1]) for sample in arrays.sample_ids])
     tenant = Tenant("onb-alpha", platform.key_store_for("onb-alpha"))
-    decrypted = tenant.decrypt(np.array(arrays.images), shard.key_version, indices)
+    decrypted = tenant.decrypt_rows(np.array(arrays.images), shard.key_version, indices)
     plain = np.load(onboarded["sources"]["onb-alpha"])
     assert np.array_equal(decrypted, plain["images"][indices])
     assert np.array_equal(arrays.labels, plain["labels"][indices])

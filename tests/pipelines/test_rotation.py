@@ -85,8 +85,8 @@ def test_rotated_images_decrypt_with_the_new_key_only(
     indices = np.array([int(sample.split(":")[1]) for sample in arrays.sample_ids])
     plain = np.load(rotated["sources"]["rot-a"])["images"][indices]
     tenant = Tenant("rot-a", platform.key_store_for("rot-a"))
-    assert np.array_equal(tenant.decrypt(np.array(arrays.images), 2, indices), plain)
-    assert not np.array_equal(tenant.decrypt(np.array(arrays.images), 1, indices), plain)
+    assert np.array_equal(tenant.decrypt_rows(np.array(arrays.images), 2, indices), plain)
+    assert not np.array_equal(tenant.decrypt_rows(np.array(arrays.images), 1, indices), plain)
 
 
 def test_rotating_an_unknown_tenant_is_refused(platform: PlatformConfig) -> None:
