@@ -81,7 +81,8 @@ def cmd_tenant_list(args: argparse.Namespace) -> int:
     from patchveil.config import PlatformConfig
     from patchveil.registry import Registry
 
-    tenants = Registry.from_config(PlatformConfig.from_env()).list_tenants()
+    with Registry.from_config(PlatformConfig.from_env()) as registry:
+        tenants = registry.list_tenants()
     rows = [
         {
             "tenant_id": tenant.tenant_id,
@@ -156,7 +157,8 @@ def cmd_model_list(args: argparse.Namespace) -> int:
     from patchveil.config import PlatformConfig
     from patchveil.registry import Registry
 
-    models = Registry.from_config(PlatformConfig.from_env()).list_model_versions()
+    with Registry.from_config(PlatformConfig.from_env()) as registry:
+        models = registry.list_model_versions()
     rows = [
         {
             "name": model.name,
