@@ -289,6 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_platform_commands(commands, _param)
 
+    from patchveil.cli_audit import add_audit_commands
+
+    add_audit_commands(commands, _param)
+
     experiment = commands.add_parser("experiment", help="reproducible experiments (bench/results)")
     experiments = experiment.add_subparsers(dest="experiment", required=True, metavar="NAME")
     paper = experiments.add_parser("paper-table", help="the seed paper's accuracy table")

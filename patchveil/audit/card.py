@@ -1,0 +1,296 @@
+"""The audit card: for every cipher setting, the strongest attack's scores in each category next to
+the cipher's accuracy, gathered from the result files of the benches that measured them.
+
+Pure functions over result JSON (each source keeps its own command, commit, machine and date); a
+setting a bench did not measure shows as not measured, never as a number. `bench/audit_card.py`
+writes the card; `patchveil audit card` is the same.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# The result files the card reads, by the attack category they measure.
+SOURCES = {
+    "jigsaw": "jigsaw_strong.json",
+    "linkage_and_keys": "linkage_and_keys.json",
+    "leakage_and_inversion": "leakage_and_inversion.json",
+}
+# Accuracy tables, most trusted first (longer training first).
+ACCURACY_SOURCES = ("paper_table_15_epochs.json", "paper_table.json")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A cipher configuration: name, resolved parameters, geometry."""
+
+    cipher: str
+    params: tuple[tuple[str, Any], ...]
+    block_size: int
+    image_size: int
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> Setting:
+        params = resolved_params(str(row["cipher"]), dict(row.get("params") or {}))
+        return cls(
+            str(row["cipher"]),
+            tuple(sorted(params.items())),
+            int(row.get("block_size", 4)),
+            int(row.get("image_size", 32)),
+        )
+
+    def label(self) -> str:
+        shown = ", ".join(f"{name}={value}" for name, value in self.params)
+        return f"{self.cipher}({shown})" if shown else self.cipher
+
+
+def resolved_params(cipher: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Parameters with the cipher's defaults filled in, so rows of different benches match."""
+    from patchveil.tenants.ciphers import cipher_class
+
+    try:
+        return cipher_class(cipher).resolve_params(params)
+    except Exception:  # an unknown cipher or parameter in an old file: keep it as written
+        return params
+
+
+@dataclass
+class CardRow:
+    """One cipher setting on the card."""
+
+    setting: Setting
+    accuracy: dict[str, Any] | None = None
+    attacks: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        strongest = strongest_reconstruction(self.attacks)
+        return {
+            "cipher": self.setting.cipher,
+            "params": dict(self.setting.params),
+            "block_size": self.setting.block_size,
+            "image_size": self.setting.image_size,
+            "accuracy": self.accuracy,
+            **self.attacks,
+            "strongest_reconstruction": strongest,
+        }
+
+
+# Attacks whose output is a whole reconstructed image scored against the plain one (the in-block
+# key recovery leaves block order to the jigsaw, so its SSIM is not one).
+RECONSTRUCTIONS = ("jigsaw", "inversion")
+
+
+def strongest_reconstruction(attacks: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The attack whose reconstruction is closest to the plain images (highest SSIM)."""
+    scored = [
+        (float(attacks[name]["ssim"]), name)
+        for name in RECONSTRUCTIONS
+        if isinstance(attacks.get(name), Mapping)
+        and isinstance(attacks[name].get("ssim"), int | float)
+    ]
+    if not scored:
+        return None
+    ssim, name = max(scored)
+    return {"attack": name, "ssim": ssim}
+
+
+def load_sources(results: Path) -> dict[str, dict[str, Any]]:
+    """Every source result file that exists, by category."""
+    found = {}
+    for category, name in SOURCES.items():
+        path = results / name
+        if path.exists():
+            found[category] = json.loads(path.read_text())
+    return found
+
+
+def accuracy_index(results: Path) -> dict[Setting, dict[str, Any]]:
+    """The best-trained accuracy row of each cipher setting (own key, fresh key, plain)."""
+    index: dict[Setting, dict[str, Any]] = {}
+    for name in ACCURACY_SOURCES:
+        path = results / name
+        if not path.exists():
+            continue
+        table = json.loads(path.read_text())
+        plain = next(
+            (r["own_key_accuracy"] for r in table["rows"] if r.get("name") == "plain"), None
+        )
+        for row in table["rows"]:
+            setting = Setting.of({**row, "block_size": table.get("block_size", 4)})
+            entry = {
+                "own_key": row.get("own_key_accuracy"),
+                "fresh_key": row.get("fresh_key_accuracy"),
+                "plain": plain,
+                "model_variant": row.get("model_variant"),
+                "row": row.get("name"),
+                "epochs": table.get("epochs"),
+                "source": name,
+            }
+            best = index.get(setting)
+            if best is None or (
+                best["source"] == name and (entry["own_key"] or 0) > (best["own_key"] or 0)
+            ):
+                index[setting] = entry
+    return index
+
+
+def build_card(
+    sources: Mapping[str, Mapping[str, Any]], accuracy: Mapping[Setting, dict[str, Any]]
+) -> list[CardRow]:
+    """One row per cipher setting any source measured, with every category it has."""
+    rows: dict[Setting, CardRow] = {}
+
+    def row_for(source_row: Mapping[str, Any]) -> CardRow:
+        setting = Setting.of(source_row)
+        if setting not in rows:
+            rows[setting] = CardRow(setting, accuracy.get(setting))
+        return rows[setting]
+
+    for source_row in _rows(sources.get("jigsaw")):
+        best = strongest_solver(source_row)
+        card_row = row_for(source_row)
+        known = card_row.attacks.get("jigsaw")
+        # Two image sets of one setting (photographs, upsampled CIFAR): the stronger result.
+        if best is not None and (known is None or best["direct"] > known["direct"]):
+            card_row.attacks["jigsaw"] = best
+    for source_row in _rows(sources.get("linkage_and_keys")):
+        card_row = row_for(source_row)
+        if "linkage" in source_row:
+            card_row.attacks["linkage"] = _pick(source_row["linkage"], ("rank1", "rank5"))
+        if "known_plaintext" in source_row:
+            card_row.attacks["known_plaintext"] = _pick(
+                source_row["known_plaintext"], ("key_fraction", "pixel_exact", "images_exact")
+            )
+        if "ciphertext_only" in source_row:
+            card_row.attacks["in_block_key"] = _pick(
+                source_row["ciphertext_only"], ("np_recovered", "ps_recovered", "ssim", "psnr")
+            )
+    for source_row in _rows(sources.get("leakage_and_inversion")):
+        card_row = row_for(source_row)
+        if "inversion" in source_row or "ssim" in source_row:
+            inversion = source_row.get("inversion", source_row)
+            card_row.attacks["inversion"] = _pick(inversion, ("ssim", "psnr", "recognisability"))
+        leakage = {
+            name: source_row[name] for name in ("mine", "infonce", "smile") if name in source_row
+        }
+        if leakage:
+            card_row.attacks["leakage_nats"] = leakage
+    return sorted(rows.values(), key=lambda row: (row.setting.image_size, row.setting.label()))
+
+
+def strongest_solver(source_row: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Of the jigsaw solvers a row reports, the one that put most blocks back."""
+    solvers = source_row.get("solvers") or {
+        name: value
+        for name, value in source_row.items()
+        if isinstance(value, Mapping) and "direct" in value and name != "ciphertext"
+    }
+    best_name, best = None, None
+    for name, result in solvers.items():
+        if best is None or _mean(result.get("direct")) > _mean(best.get("direct")):
+            best_name, best = name, result
+    if best is None:
+        return None
+    picked = {
+        key: _mean(best.get(key))
+        for key in ("direct", "neighbour", "largest_component", "ssim", "psnr")
+        if key in best
+    }
+    data = source_row.get("configuration")
+    return {"solver": best_name, **picked, **({"data": data} if data else {})}
+
+
+def _rows(source: Mapping[str, Any] | None) -> Iterable[Mapping[str, Any]]:
+    return [] if source is None else source.get("rows", [])
+
+
+def _mean(value: Any) -> float:
+    if isinstance(value, Mapping):
+        value = value.get("mean")
+    return float(value) if isinstance(value, int | float) else float("-inf")
+
+
+def _pick(values: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    return {name: values[name] for name in names if name in values}
+
+
+def provenance_of_sources(sources: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    return {
+        category: {key: source.get(key) for key in ("command", "commit", "machine", "date")}
+        for category, source in sources.items()
+    }
+
+
+def render_markdown(card: Mapping[str, Any]) -> str:
+    """The card as a Markdown table, one row per setting, '–' where nothing was measured."""
+    lines = [
+        "# Audit card: accuracy next to the strongest attack in each category",
+        "",
+        f"- command: `{card['command']}`",
+        f"- commit: `{card['commit']}`",
+        f"- machine: {card['machine']}",
+        f"- date: {card['date']}",
+        "",
+        "Sources (each with its own provenance in the JSON): "
+        + ", ".join(f"`{name}`" for name in card["sources"])
+        + ". A privacy number is the result of the strongest attack we have, never a key-space "
+        "size. Accuracy is the paper table's (own key / fresh key, CIFAR-10 subset); '–' means "
+        "not measured.",
+        "",
+        "| setting | px/block | accuracy own / fresh | jigsaw blocks back | jigsaw SSIM | linkage "
+        "rank-1 | known-plaintext images exact | in-block key SSIM | inversion SSIM | "
+        "inversion recognisable | MI (nats, InfoNCE) | best reconstruction SSIM |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in card["rows"]:
+        accuracy = row.get("accuracy") or {}
+        jigsaw = row.get("jigsaw") or {}
+        leakage = (row.get("leakage_nats") or {}).get("infonce")
+        strongest = row.get("strongest_reconstruction") or {}
+        setting = row["cipher"] + (
+            "(" + ", ".join(f"{k}={v}" for k, v in row["params"].items()) + ")"
+            if row["params"]
+            else ""
+        )
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    setting,
+                    f"{row['image_size']}/{row['block_size']}",
+                    _accuracy_text(accuracy),
+                    _percent(jigsaw.get("direct")),
+                    _number(jigsaw.get("ssim")),
+                    _percent((row.get("linkage") or {}).get("rank1")),
+                    _percent((row.get("known_plaintext") or {}).get("images_exact")),
+                    _number((row.get("in_block_key") or {}).get("ssim")),
+                    _number((row.get("inversion") or {}).get("ssim")),
+                    _percent((row.get("inversion") or {}).get("recognisability")),
+                    _number(leakage.get("mean") if isinstance(leakage, Mapping) else leakage),
+                    (f"{strongest['ssim']:.2f} ({strongest['attack']})" if strongest else "–"),
+                ]
+            )
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _accuracy_text(accuracy: Mapping[str, Any]) -> str:
+    if not accuracy:
+        return "–"
+    return (
+        f"{_percent(accuracy.get('own_key'))} / {_percent(accuracy.get('fresh_key'))} "
+        f"({accuracy.get('epochs')} ep.)"
+    )
+
+
+def _percent(value: Any) -> str:
+    return f"{100 * float(value):.1f}%" if isinstance(value, int | float) else "–"
+
+
+def _number(value: Any) -> str:
+    return f"{float(value):.2f}" if isinstance(value, int | float) else "–"
