@@ -1,0 +1,126 @@
+"""Every cipher's output is pinned: a fixed key encrypting (and decrypting) a fixed batch must
+give the same bytes as when the digests below were computed, so existing ciphertexts and datasets
+keep decrypting whatever the implementation does to go faster."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from patchveil.tenants.ciphers import create_cipher
+from patchveil.tenants.ciphers.base import Cipher
+from patchveil.tenants.keys import CipherSpec, Key, ParamValue
+
+Params = tuple[tuple[str, ParamValue], ...]
+
+# A fixed secret (not a real key): the pins depend on it, so never change it.
+PINNED_SECRET = hashlib.sha256(b"patchveil cipher pins").digest()
+# Nonces of every range the key store and the platform use (indices, reserved, queries).
+PINNED_NONCES = (0, 1, 2**61 + 7, 2**62 + 123_456_789, 2**63 - 1)
+
+
+def pinned_cases() -> list[tuple[str, int, int, Params]]:
+    cases: list[tuple[str, int, int, Params]] = []
+    for image_size, block_size in ((32, 4), (64, 16)):
+        for name in ("conventional", "etc", "invariant", "le", "pixel", "plain", "restricted"):
+            cases.append((name, block_size, image_size, ()))
+        cases.append(
+            (
+                "restricted",
+                block_size,
+                image_size,
+                (("block_fraction", 0.7), ("pixel_fraction", 0.1), ("flip_fraction", 0.9)),
+            )
+        )
+        for group in ("none", "np", "cs", "rf", "np_cs", "np_rf", "cs_rf", "np_cs_rf"):
+            cases.append(("disposable", block_size, image_size, (("group", group),)))
+        for window in (1, 2, 4) if image_size == 32 else (1, 2):
+            for group in ("none", "np_cs", "np_cs_rf"):
+                cases.append(
+                    ("disposable", block_size, image_size, (("group", group), ("window", window)))
+                )
+    return cases
+
+
+def pinned_cipher(name: str, block_size: int, image_size: int, params: Params) -> Cipher:
+    spec = CipherSpec(name, block_size, image_size, params)
+    return create_cipher(
+        Key("pins", "pinned-key", 1, spec, "2025-01-01T00:00:00+00:00", PINNED_SECRET)
+    )
+
+
+def pinned_digest(cipher: Cipher) -> str:
+    """SHA-256 of encrypt(batch) then decrypt(another batch), both fixed."""
+    size = cipher.spec.image_size
+    images = np.random.default_rng(size).integers(
+        0, 256, (len(PINNED_NONCES), size, size, 3), dtype=np.uint8
+    )
+    nonces = np.array(PINNED_NONCES, dtype=np.int64) if cipher.per_image else None
+    digest = hashlib.sha256(cipher.encrypt(images, nonces).tobytes())
+    digest.update(cipher.decrypt(images[::-1].copy(), nonces).tobytes())
+    return digest.hexdigest()
+
+
+def case_id(case: tuple[str, int, int, Params]) -> str:
+    name, block_size, image_size, params = case
+    settings = ",".join(f"{key}={value}" for key, value in params)
+    return f"{name}-{image_size}px-b{block_size}" + (f"-{settings}" if settings else "")
+
+
+# Computed with the implementation of commit 01304c1 (before the block-gather rewrite).
+PINNED_DIGESTS: dict[str, str] = {
+    "conventional-32px-b4": "07ab4a0b7ee7bad744d16972e46fc86fd9a2f5333c48e3babee54fa0fb3914a6",
+    "etc-32px-b4": "591d9ef11a3588f5c76327a13a540154e3e856fd07d6eec3ce2b1349db8245d2",
+    "invariant-32px-b4": "3671f648680dfc2007614107b02d687a85445eb343de3c3d607509d21e2b3504",
+    "le-32px-b4": "144213a54236369f604dcb0eefc0b1fec5d9575cee93a44630cf2003e58ccb93",
+    "pixel-32px-b4": "0a966e322626a0f29057bd548cc0545fb08013cc6da504d778685b8260dc7cb0",
+    "plain-32px-b4": "b671f43471022fecb01ad1b512c276ba23764f1a658b7dc459a2df086f91e067",
+    "restricted-32px-b4": "e9368633253d8477e55724f84831ac26bd106066e05f24e84db2d713fe3fda99",
+    "restricted-32px-b4-block_fraction=0.7,pixel_fraction=0.1,flip_fraction=0.9": "a47e79db5a7a97c1d5b9340f5575fad8bd51023a4b49eee5d8c88041bb578cb2",
+    "disposable-32px-b4-group=none": "779d6dbe268db2a1dd807fce805efc24c35c41676564d7c06ae7788b068774c1",
+    "disposable-32px-b4-group=np": "bc64776f319c08e9ab8cfa730fb88bbc52452b934e0f6d8ab754004aee565ae3",
+    "disposable-32px-b4-group=cs": "74de780585b9a6321aa907d8e2ed5d409dbff9cbc6ece841aacd23a3e30a5823",
+    "disposable-32px-b4-group=rf": "48add1818a3c3c50cec24f28e7f628abc9ddd6e7884102e0c933ba9bfbfb9099",
+    "disposable-32px-b4-group=np_cs": "a75846d4b150260d24b0490fdc330d3e770420deaeb907b303a6d2fb868367c4",
+    "disposable-32px-b4-group=np_rf": "d124890ff9fbaa952292f6d56a7cb9cae6f2dad094f3bf247e6da92147662899",
+    "disposable-32px-b4-group=cs_rf": "cef99e5cfc1f0cfb27ba146636754f7737fdb7822c1c7a092c40428420353bf7",
+    "disposable-32px-b4-group=np_cs_rf": "04b8dfa211190af3edc67fdd9b9a6c07b35eb1d65210e3201b077d3d74ad9e10",
+    "disposable-32px-b4-group=none,window=1": "b671f43471022fecb01ad1b512c276ba23764f1a658b7dc459a2df086f91e067",
+    "disposable-32px-b4-group=np_cs,window=1": "c2c77316ff444764b2c06c78860e855210045803ada8cb27d8c304cb95dd5044",
+    "disposable-32px-b4-group=np_cs_rf,window=1": "7a2f07b2f9923f63bdb0f0aa249217df137a347cea3ac85306371d01febf93e0",
+    "disposable-32px-b4-group=none,window=2": "4d3540c2d7c3271b72ac5a77c55e4e4984d8d4bcc525733bcf0e0f0f045813ba",
+    "disposable-32px-b4-group=np_cs,window=2": "caa2b45f6ccfbc2aa1971c6285d96b196859a2c6918fe3fc6e047d3ad383a542",
+    "disposable-32px-b4-group=np_cs_rf,window=2": "bc835cb4db793be2ec39a89c188b8eebad466269ff0cbf7f1406ec52b6455f68",
+    "disposable-32px-b4-group=none,window=4": "c8d1dc8239d3904e0b9418bf974ccdb70e6b30e3193f7c3c60228cb22d9289d1",
+    "disposable-32px-b4-group=np_cs,window=4": "bb3a630fb01e0c8d1007a5cb9e138945e1fdf24fb8b1a5494f917772ddd8796e",
+    "disposable-32px-b4-group=np_cs_rf,window=4": "7bc49b50004f210c3d7d435af9ca6d9726bf6b567a6864af9d06a813b41e8245",
+    "conventional-64px-b16": "5451f6021aa11fed30d5de01e0e358c49edd167e229a2d11f966e1d4e4a99117",
+    "etc-64px-b16": "a696c42bd7eb96482518244b828e3ef958732afdbb82729e4a588177b14231a9",
+    "invariant-64px-b16": "5eefc5e6138ea33a9a5075ee914cdb93ff5f93011b627e6b5745d27487442af6",
+    "le-64px-b16": "9533746da6d22f06d16b2f874e62eb3e563c4addef3788fe01487f375089bfa8",
+    "pixel-64px-b16": "e9a0661828c125a929b87bbadfd1e94bc98663a47b8f3b3f680b50b6df55f6d2",
+    "plain-64px-b16": "671ea9c55ea553b856c7c00900b16feb1c5827fdd9688d9267647179efbbe3d1",
+    "restricted-64px-b16": "849d9257d00a92e124b452ec49a2c05127550be463271067a5514b47cdd8b5cd",
+    "restricted-64px-b16-block_fraction=0.7,pixel_fraction=0.1,flip_fraction=0.9": "9aed94d56d08d1ee9f523cfb636e917f391e6409c9bd2b536937c29ff5837b95",
+    "disposable-64px-b16-group=none": "c47c4b43e34323855dbbb766256b2c1b728a631e227d94308f6aa26beeb5ccfb",
+    "disposable-64px-b16-group=np": "73eb273c1c8c867e7af927ab85e10538afcabc0160bdabf286dddd7e7d3445b5",
+    "disposable-64px-b16-group=cs": "ab6d326f80caf192c9d8396ab5b8adbf07da1d606b41ca06822807afe84d0aee",
+    "disposable-64px-b16-group=rf": "d57e747ba67c125d7fd07add4ecfd7a711406f42530e90a6bf8cda62c7933a8e",
+    "disposable-64px-b16-group=np_cs": "71ec227199587f037f964f974021d23da4a40085c43d2b4e0042e505f8039333",
+    "disposable-64px-b16-group=np_rf": "a619faed6f6c2c8d1bca84ac987f94d2600991b91a8effd14a9b87b4dc7ea72f",
+    "disposable-64px-b16-group=cs_rf": "ab016816306bd1d59b233598765fa0323fda0d2254ac9767fc981148237bc069",
+    "disposable-64px-b16-group=np_cs_rf": "59eb5c87b02015148a307e319baf2bc2718dfb0013fc337154d0b5a75ae9543c",
+    "disposable-64px-b16-group=none,window=1": "671ea9c55ea553b856c7c00900b16feb1c5827fdd9688d9267647179efbbe3d1",
+    "disposable-64px-b16-group=np_cs,window=1": "4941e6ecf0eecff67454568739a5e4edb7a3559dfe591b0d799c85f301c10e1c",
+    "disposable-64px-b16-group=np_cs_rf,window=1": "a6e9db0508b9e720a7f3a575d781ea8b83daea119fce34c375083cf234043d9d",
+    "disposable-64px-b16-group=none,window=2": "88c6dad6b1bc8c317ffb5a903478385aa6d81435ad3eb4b0c0c66a90be20936c",
+    "disposable-64px-b16-group=np_cs,window=2": "39bf83fc401fbe8628427d5232104e46fd45bf779076b4254dac643ef409fb88",
+    "disposable-64px-b16-group=np_cs_rf,window=2": "e0948f4561aad43eb6b3e956ed582519fbb587032db02c7fc636e0cfebb84f47",
+}
+
+
+@pytest.mark.parametrize("case", pinned_cases(), ids=case_id)
+def test_cipher_output_is_pinned(case: tuple[str, int, int, Params]) -> None:
+    assert pinned_digest(pinned_cipher(*case)) == PINNED_DIGESTS[case_id(case)]
