@@ -26,6 +26,7 @@ __all__ = [
     "UNKNOWN_LABEL",
     "LabeledImages",
     "default_cifar_dir",
+    "describe_layouts",
     "load_array_file",
     "load_cifar",
     "load_image_folder",
@@ -37,9 +38,12 @@ CIFAR_DIR_ENV = "PATCHVEIL_CIFAR_DIR"
 SPLITS = ("train", "test")
 # Folder names the official archives unpack to; a path to their parent is accepted too.
 _CIFAR_SUBFOLDERS = ("cifar-10-batches-py", "cifar-100-python")
+# What `patchveil data split` writes into each tenant's folder.
+SPLIT_FILE = "images.npz"
 _LAYOUTS = (
     "a CIFAR-10/100 python-version folder (batches.meta or meta), a Tiny ImageNet folder "
-    "(wnids.txt), a .npy/.npz file, or an image folder root/<class_name>/<image file>"
+    "(wnids.txt), a .npy/.npz file, a tenant folder written by `patchveil data split` "
+    f"({SPLIT_FILE}), or an image folder root/<class_name>/<image file>"
 )
 
 
@@ -66,7 +70,14 @@ def load_source(path: Path | str, split: str = "train") -> LabeledImages:
         return load_tiny_imagenet(path, "train" if split == "train" else "val")
     if is_image_folder(path):
         return load_image_folder(path)
+    if (path / SPLIT_FILE).is_file():
+        return load_array_file(path / SPLIT_FILE)
     raise SourceError(f"source {path} matches no known layout; expected {_LAYOUTS}")
+
+
+def describe_layouts() -> str:
+    """The source layouts `load_source` accepts, in words (for error messages)."""
+    return _LAYOUTS
 
 
 def default_cifar_dir() -> Path | None:

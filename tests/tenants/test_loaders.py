@@ -426,3 +426,16 @@ def test_labeled_images_normalises_and_subsets() -> None:
 def test_labeled_images_rejects(images: object, labels: np.ndarray, message: str) -> None:
     with pytest.raises(ImageFormatError, match=message):
         LabeledImages(images, labels, ("a", "b"))  # type: ignore[arg-type]
+
+
+def test_a_folder_written_by_data_split_is_a_source(tmp_path: Path) -> None:
+    """`patchveil data split --out tenants/` writes tenants/<id>/images.npz: the folder loads."""
+    from patchveil.tenants.split import split_among_tenants, write_tenant_sources
+
+    images = np.random.default_rng(0).integers(0, 256, (12, 8, 8, 3), dtype=np.uint8)
+    data = LabeledImages(images, np.arange(12) % 3, ("a", "b", "c"))
+    parts = split_among_tenants(data, ["t1", "t2"], None, seed=0)
+    paths = write_tenant_sources(parts, tmp_path / "tenants", seed=0, source="test")
+    loaded = load_source(paths["t1"].parent)
+    assert np.array_equal(loaded.images, parts["t1"].images)
+    assert loaded.class_names == ("a", "b", "c")
