@@ -945,16 +945,19 @@ def test_encrypt_never_takes_a_caller_chosen_nonce(
     assert not np.array_equal(read_pixels(tmp_path / "one.npz"), read_pixels(tmp_path / "two.npz"))
 
 
-def _edit_png_metadata(path: Path, **changes: object) -> None:
-    with Image.open(path) as opened:
-        metadata = json.loads(opened.text["patchveil"])
-        pixels = np.asarray(opened.convert("RGB"))
-    metadata.update(changes)
+def _save_png(path: Path, pixels: np.ndarray, metadata: dict[str, object]) -> None:
     from PIL.PngImagePlugin import PngInfo
 
     info = PngInfo()
     info.add_text("patchveil", json.dumps(metadata))
     Image.fromarray(pixels).save(path, format="PNG", pnginfo=info)
+
+
+def _edit_png_metadata(path: Path, **changes: object) -> None:
+    with Image.open(path) as opened:
+        metadata = json.loads(opened.text["patchveil"])
+        pixels = np.asarray(opened.convert("RGB"))
+    _save_png(path, pixels, {**metadata, **changes})
 
 
 @pytest.mark.parametrize("tenant_id", sorted(TENANTS))
@@ -987,12 +990,7 @@ def test_decrypt_refuses_what_it_cannot_decrypt_exactly(
     pixels = read_pixels(cipher_path / "a.png")[0].copy()
     pixels[0, 0, 0] ^= 1
     with Image.open(cipher_path / "a.png") as opened:
-        text = opened.text["patchveil"]
-    from PIL.PngImagePlugin import PngInfo
-
-    info = PngInfo()
-    info.add_text("patchveil", text)
-    Image.fromarray(pixels).save(edited, format="PNG", pnginfo=info)
+        _save_png(edited, pixels, json.loads(opened.text["patchveil"]))
     refused(edited, "fail their integrity check")
     nonce_edited = tmp_path / "nonce.png"
     nonce_edited.write_bytes((cipher_path / "b.png").read_bytes())
