@@ -9,7 +9,7 @@ ciphertexts (and only the public parameters: block size, window, group) to each 
 scores the reconstructions against the plain images with `patchveil.audit.scoring`. Sets:
 CIFAR-10 test images (32 px, 4-px blocks), 224-px photographs with 16-px blocks (the ViT-B/16
 geometry: scikit-image's sample photographs and matplotlib's grace_hopper, centre-cropped and
-resized, stored in bench/data/photographs_224.npz), and CIFAR upsampled to 224 px.
+resized at run time by `patchveil.audit.scoring.photographs`), and CIFAR upsampled to 224 px.
 """
 
 from __future__ import annotations
@@ -26,14 +26,13 @@ import numpy as np
 from PIL import Image
 
 from patchveil.audit import jigsaw, jigsaw_mgc
-from patchveil.audit.scoring import MEASURES, score_reconstructions
+from patchveil.audit.scoring import MEASURES, photographs, score_reconstructions
 from patchveil.reporting import provenance, provenance_markdown, write_json, write_text
 from patchveil.tenants.ciphers import create_cipher
 from patchveil.tenants.keys import CipherSpec, Key
 from patchveil.tenants.loaders import default_cifar_dir, load_source
 
 ROOT = Path(__file__).resolve().parents[1]
-PHOTOGRAPHS = ROOT / "bench" / "data" / "photographs_224.npz"
 SOLVERS: dict[str, Callable[..., np.ndarray]] = {
     "strong": jigsaw_mgc.reconstruct,
     "greedy": jigsaw.attack,
@@ -77,7 +76,7 @@ def image_sets(args: argparse.Namespace) -> dict[str, np.ndarray]:
     return {
         "cifar": cifar[: args.images],
         "cifar_group": cifar[: args.group_images],
-        "photographs": np.load(PHOTOGRAPHS)["images"][: args.photographs],
+        "photographs": photographs(224)[: args.photographs],
         "cifar_224": upsampled,
     }
 

@@ -277,3 +277,43 @@ def score_reconstructions(
         group=group,
         **{name: tuple(float(value) for value in values) for name, values in best.items()},
     )
+
+
+#: The audit's photographs: scikit-image's colour sample photographs that ship inside the package
+#: (no download; the name of the `skimage.data` loader, and for stereo pairs the left image),
+#: then matplotlib's sample grace_hopper.
+PHOTOGRAPH_NAMES = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "stereo_motorcycle",
+    "retina",
+    "rocket",
+    "grace_hopper",
+)
+
+
+def photographs(size: int = 224, names: tuple[str, ...] = PHOTOGRAPH_NAMES) -> np.ndarray:
+    """[N, size, size, 3] uint8: each photograph of `names` centre-cropped to a square and
+    resized (Lanczos) to `size` pixels, built offline from the files scikit-image and matplotlib
+    ship (at 224 px: the 196 16-pixel blocks of the ViT-B/16 geometry)."""
+    from matplotlib import cbook
+    from PIL import Image
+    from skimage import data
+
+    out = []
+    for name in names:
+        if name == "grace_hopper":
+            with cbook.get_sample_data("grace_hopper.jpg") as handle:
+                image = np.asarray(Image.open(handle).convert("RGB"))
+        else:
+            image = getattr(data, name)()
+            image = image[0] if isinstance(image, tuple) else image  # a stereo pair: the left
+        height, width = image.shape[:2]
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        square = Image.fromarray(image[top : top + side, left : left + side, :3])
+        out.append(np.asarray(square.resize((size, size), Image.LANCZOS)))
+    return np.stack(out)

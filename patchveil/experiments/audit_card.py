@@ -30,7 +30,6 @@ from patchveil.errors import PatchveilError
 from patchveil.reporting import provenance, write_json, write_text
 
 RESULTS = Path("bench/results")
-PHOTOGRAPHS = Path("bench/data/photographs_224.npz")
 # (title, cipher parameters, block size, image set) of the picture's rows.
 PICTURE = (
     ("window 4, no group (32 px)", {"group": "none", "window": 4}, 4, "cifar"),
@@ -45,6 +44,7 @@ def picture(images_per_setting: int, data: Path | None) -> np.ndarray:
     from PIL import Image
 
     from patchveil.audit.jigsaw_mgc import reconstruct
+    from patchveil.audit.scoring import photographs
     from patchveil.tenants.ciphers import create_cipher
     from patchveil.tenants.keys import CipherSpec, Key
     from patchveil.tenants.loaders import default_cifar_dir, load_source
@@ -56,7 +56,7 @@ def picture(images_per_setting: int, data: Path | None) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the shared subset says it is partial
         cifar = load_source(folder, "test").images[:images_per_setting]
-    photograph = np.load(PHOTOGRAPHS)["images"][:1]
+    photograph = photographs(224, ("astronaut",))
     rows = []
     for title, params, block_size, image_set in PICTURE:
         plain = cifar if image_set == "cifar" else photograph

@@ -2,31 +2,23 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-from PIL import Image
 
 from patchveil.audit.jigsaw_mgc import piece_group, reconstruct, solve
+from patchveil.audit.scoring import photographs as sample_photographs
 from patchveil.audit.scoring import score_reconstructions, to_blocks
 from patchveil.errors import PatchveilError
 from patchveil.tenants.ciphers import create_cipher
 from patchveil.tenants.keys import CipherSpec, Key
 
-PHOTOGRAPHS = Path(__file__).resolve().parents[2] / "bench" / "data" / "photographs_224.npz"
-
-
-#: Smooth ones among them: chelsea, coffee, rocket, grace_hopper.
-SMOOTH = [1, 2, 7, 8]
+#: Smooth ones among the audit's photographs.
+SMOOTH = ("chelsea", "coffee", "rocket", "grace_hopper")
 
 
 def photographs(size: int, count: int) -> np.ndarray:
     """Smooth sample photographs of scikit-image (and matplotlib's grace_hopper) at `size` px."""
-    images = np.load(PHOTOGRAPHS)["images"][SMOOTH][:count]
-    return np.stack(
-        [np.asarray(Image.fromarray(image).resize((size, size), Image.LANCZOS)) for image in images]
-    )
+    return sample_photographs(size, SMOOTH[:count])
 
 
 def encrypt(images: np.ndarray, block_size: int, window: int = 0, group: str = "none"):

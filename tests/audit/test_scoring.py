@@ -145,3 +145,12 @@ def test_bad_input_is_refused() -> None:
         score_reconstructions(random_images(1), random_images(2), 4)
     with pytest.raises(PatchveilError, match="divisible by 5"):
         score_reconstructions(random_images(1), random_images(1), 5)
+
+
+def test_the_photographs_are_built_offline_from_the_packages() -> None:
+    from patchveil.audit.scoring import PHOTOGRAPH_NAMES, photographs
+
+    images = photographs(32, ("chelsea", "stereo_motorcycle", "grace_hopper"))
+    assert images.shape == (3, 32, 32, 3) and images.dtype == np.uint8
+    assert len(set(PHOTOGRAPH_NAMES)) == len(PHOTOGRAPH_NAMES) == 9
+    assert images.std(axis=(1, 2, 3)).min() > 10  # pictures, not blank frames
