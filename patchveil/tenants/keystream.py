@@ -8,7 +8,6 @@ used for key material.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 
 import numpy as np
 
@@ -16,24 +15,39 @@ _CHUNK_BYTES = 4096
 
 
 class KeyStream:
-    """An unbounded byte stream SHAKE-256(len(label) || label || secret || counter), counter mode."""
+    """An unbounded byte stream SHAKE-256(len(label) || label || secret || counter), counter mode.
 
-    __slots__ = ("_buffer", "_chunks", "_offset")
+    Chunk `counter` is the first 4096 bytes of SHAKE-256(prefix || counter). SHAKE is an
+    extendable-output function (its first n bytes do not depend on how many more are asked for),
+    so a stream read once for fewer bytes (a per-image draw) hashes only those; a chunk read in
+    pieces is hashed whole at its second piece.
+    """
+
+    __slots__ = ("_chunk", "_counter", "_offset", "_prefix", "_xof")
 
     def __init__(self, secret: bytes, label: str) -> None:
         label_bytes = label.encode()
-        prefix = len(label_bytes).to_bytes(2, "big") + label_bytes + secret
-        self._chunks = _chunks(prefix)
-        self._buffer = b""
-        self._offset = 0
+        self._prefix = len(label_bytes).to_bytes(2, "big") + label_bytes + secret
+        self._counter = -1
+        self._xof = hashlib.shake_256(b"")  # the current chunk's hash (none read yet)
+        self._chunk = b""  # the part of the current chunk hashed so far
+        self._offset = _CHUNK_BYTES  # bytes of the current chunk already read
 
     def read(self, count: int) -> bytes:
-        while len(self._buffer) - self._offset < count:
-            self._buffer = self._buffer[self._offset :] + next(self._chunks)
-            self._offset = 0
-        out = self._buffer[self._offset : self._offset + count]
-        self._offset += count
-        return out
+        parts = []
+        while count > 0:
+            if self._offset == _CHUNK_BYTES:
+                self._counter += 1
+                self._xof = hashlib.shake_256(self._prefix + self._counter.to_bytes(8, "big"))
+                self._chunk = b""
+                self._offset = 0
+            end = min(_CHUNK_BYTES, self._offset + count)
+            if end > len(self._chunk):
+                self._chunk = self._xof.digest(_CHUNK_BYTES if self._chunk else end)
+            parts.append(self._chunk[self._offset : end])
+            count -= end - self._offset
+            self._offset = end
+        return b"".join(parts)
 
     def below(self, bound: int) -> int:
         """A uniform integer in [0, bound), by rejection sampling (no modulo bias)."""
@@ -51,13 +65,6 @@ class KeyStream:
 
     def __repr__(self) -> str:
         return "KeyStream(<secret>)"
-
-
-def _chunks(prefix: bytes) -> Iterator[bytes]:
-    counter = 0
-    while True:
-        yield hashlib.shake_256(prefix + counter.to_bytes(8, "big")).digest(_CHUNK_BYTES)
-        counter += 1
 
 
 def permutation(stream: KeyStream, size: int) -> np.ndarray:

@@ -14,6 +14,10 @@ from patchveil.tenants.keys import CipherSpec, Key, ParamValue
 
 _REGISTRY: dict[str, type[Cipher]] = {}
 
+CHUNK_BYTES = 32 * 2**20
+"""Working memory of one chunk: `Cipher.encrypt`/`decrypt` process a batch a chunk of images at
+a time, so a batch of any size needs its input, its output and about this much more."""
+
 
 def register_cipher(name: str) -> Callable[[type[Cipher]], type[Cipher]]:
     """Class decorator: make a cipher buildable by name through `create_cipher`."""
@@ -105,6 +109,9 @@ class Cipher:
     # How the model reads the ciphertext (not secret): "bytes" (RGB) or "nibbles" (two 4-bit
     # values per byte). The platform looks it up by cipher name in `patchveil.protocol`.
     input_layout: ClassVar[str] = "bytes"
+    # Bytes of temporaries per byte of image a chunk needs (index tables, split nibbles, gathered
+    # blocks): a chunk holds CHUNK_BYTES / (this · image bytes) images.
+    working_copies: ClassVar[int] = 1
 
     def __init__(self, key: Key) -> None:
         self.spec = check_spec(key.spec)
@@ -169,20 +176,31 @@ class Cipher:
 
     def _run(self, images: np.ndarray, nonces: np.ndarray | None, inverse: bool) -> np.ndarray:
         batch = self.check_images(images)
+        count = batch.shape[0]
         # An explicit row length: `-1` cannot be inferred for an empty batch [0, H, W, 3].
-        flat = batch.reshape(batch.shape[0], 3 * self.spec.image_size**2)
-        if self.per_image:
-            checked = self.check_nonces(nonces, len(batch))
-            out = self.transform_per_image(flat, checked, inverse)
-        else:
-            out = self.transform(self._inverse if inverse else self._forward, flat)
+        flat = batch.reshape(count, 3 * self.spec.image_size**2)
+        checked = self.check_nonces(nonces, count) if self.per_image else None
+        out = np.empty_like(flat)
+        step = self.chunk_images()
+        for start in range(0, count, step):
+            part = slice(start, start + step)
+            if checked is not None:
+                self.transform_per_image(flat[part], checked[part], inverse, out[part])
+            else:
+                self.transform(self._inverse if inverse else self._forward, flat[part], out[part])
         out = out.reshape(batch.shape)
         return out[0] if images.ndim == 3 else out
 
+    def chunk_images(self, chunk_bytes: int | None = None) -> int:
+        """How many images one chunk of `chunk_bytes` (default CHUNK_BYTES) holds (at least one)."""
+        budget = CHUNK_BYTES if chunk_bytes is None else chunk_bytes
+        return max(1, budget // (self.working_copies * 3 * self.spec.image_size**2))
+
     def transform_per_image(
-        self, flat: np.ndarray, nonces: np.ndarray, inverse: bool
-    ) -> np.ndarray:
-        """Per-image ciphers implement this instead of `build`."""
+        self, flat: np.ndarray, nonces: np.ndarray, inverse: bool, out: np.ndarray
+    ) -> None:
+        """Per-image ciphers implement this instead of `build`: write the transform of the
+        flattened images `flat` (one nonce each) into `out`."""
         raise NotImplementedError
 
     def check_nonces(self, nonces: np.ndarray | None, count: int) -> np.ndarray:
@@ -199,9 +217,10 @@ class Cipher:
             )
         return checked.astype(np.int64)
 
-    def transform(self, table: GatherMask, flat: np.ndarray) -> np.ndarray:
-        """Apply a gather table to flattened images; ciphers on other units override this."""
-        return table.apply(flat)
+    def transform(self, table: GatherMask, flat: np.ndarray, out: np.ndarray) -> None:
+        """Apply a gather table to flattened images, into `out`; ciphers on other units
+        override this."""
+        table.apply(flat, out=out)
 
     def check_images(self, images: np.ndarray) -> np.ndarray:
         size = self.spec.image_size

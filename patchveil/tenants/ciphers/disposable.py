@@ -31,6 +31,9 @@ from patchveil.tenants.ciphers.hazmat import (
     block_index,
     channel_orders,
     dihedral_orders,
+    move_blocks,
+    reorder_in_blocks,
+    xor_blocks,
 )
 from patchveil.tenants.keys import CipherSpec, Key, ParamValue
 
@@ -62,6 +65,8 @@ class DisposableCipher(Cipher):
     summary = "fresh key per image: random block order + per-block group element"
     per_image = True
     defaults: ClassVar[Mapping[str, ParamValue]] = {"group": "np_cs", "window": 0}
+    # The gathered blocks of one in-block order and their reordered copy.
+    working_copies = 3
 
     def __init__(self, key: Key) -> None:
         super().__init__(key)
@@ -78,6 +83,17 @@ class DisposableCipher(Cipher):
         self._orders, self._flips = group_tables(
             str(self.spec.param_dict["group"]), self.spec.block_size
         )
+        # Every group element is an in-block order (a "move") and a flip of the whole block:
+        # split them, so a block's flip is one XOR and its move touches only moved blocks.
+        if not (self._flips == self._flips[:, :1]).all():
+            raise AssertionError("a group element's flip must cover its whole block")
+        self._flip_of = self._flips[:, 0].copy()
+        self._moves, self._move_of = np.unique(self._orders, axis=0, return_inverse=True)
+        self._move_of = self._move_of.reshape(-1)
+        self._inverse_moves = np.argsort(self._moves, axis=1)
+        self._has_flips = bool(self._flip_of.any())
+        identity = np.arange(self._orders.shape[1])
+        self._has_moves = any(not np.array_equal(move, identity) for move in self._moves)
 
     def _draw(self, nonces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per image: a block order (N, blocks) and a group element per block (N, blocks)."""
@@ -103,26 +119,30 @@ class DisposableCipher(Cipher):
         return block_order, element
 
     def transform_per_image(
-        self, flat: np.ndarray, nonces: np.ndarray, inverse: bool
-    ) -> np.ndarray:
+        self, flat: np.ndarray, nonces: np.ndarray, inverse: bool, out: np.ndarray
+    ) -> None:
+        # Encrypted block j = plain block block_order[j], elements in order orders[element[j]],
+        # XOR flips[element[j]] (0 or 0xFF over the whole block, so it commutes with the order).
+        # Whole blocks move in one gather; then each block's flip and in-block order, in place.
         block_order, element = self._draw(nonces)
-        blocks = self._blocks
-        # source[n, blocks[j, e]] = blocks[block_order[n, j], orders[element[n, j], e]]
-        source_blocks = blocks[block_order]  # (N, nb, L)
-        source = np.empty(flat.shape, dtype=np.int64)
-        mask = np.empty(flat.shape, dtype=np.uint8)
-        destination = np.broadcast_to(blocks.reshape(-1), (len(flat), blocks.size))
-        gathered = np.take_along_axis(source_blocks, self._orders[element], axis=2)
-        np.put_along_axis(source, destination, gathered.reshape(len(flat), blocks.size), axis=1)
-        np.put_along_axis(
-            mask, destination, self._flips[element].reshape(len(flat), blocks.size), axis=1
-        )
-        if not inverse:
-            out = np.take_along_axis(flat, source, axis=1)
-            return out ^ mask
-        plain = np.empty_like(flat)
-        np.put_along_axis(plain, source, flat ^ mask, axis=1)
-        return plain
+        size, block_size = self.spec.image_size, self.spec.block_size
+        if inverse:
+            # Plain block i = encrypted block j = inverse[i], undone: XOR, then inverse order.
+            inverse_order = np.empty_like(block_order)
+            np.put_along_axis(
+                inverse_order,
+                block_order,
+                np.broadcast_to(np.arange(block_order.shape[1]), block_order.shape),
+                axis=1,
+            )
+            block_order = inverse_order
+            element = np.take_along_axis(element, inverse_order, axis=1)
+        move_blocks(flat, out, block_order, size, block_size)
+        if self._has_flips:
+            xor_blocks(out, self._flip_of[element], size, block_size)
+        if self._has_moves:
+            orders = self._inverse_moves if inverse else self._moves
+            reorder_in_blocks(out, self._move_of[element], orders, size, block_size)
 
     @classmethod
     def check_params_fit(cls, spec: CipherSpec) -> None:

@@ -5,6 +5,10 @@ fixed XOR mask (negative–positive on uint8 is `255 - v == v ^ 0xFF`; on 4-bit 
 `v ^ 0xF`). Building a cipher therefore means computing one index array and one mask once per
 key; applying it is one vectorised `take` and one `xor` over the whole batch, with no Python
 loop over images or blocks.
+
+Per-image ciphers move whole blocks instead (`move_blocks`): a block row is 3·M contiguous bytes,
+so a block order becomes a gather of rows of 3·M bytes (one index per block row, not per byte),
+and an in-block transform touches only the blocks that drew it.
 """
 
 from __future__ import annotations
@@ -66,9 +70,11 @@ class GatherMask:
     def has_mask(self) -> bool:
         return bool(self.mask.any())
 
-    def apply(self, flat: np.ndarray) -> np.ndarray:
-        # Indices are in range by construction; mode='wrap' skips numpy's slower bounds check.
-        out = np.take(flat, self.source, axis=1, mode="wrap")
+    def apply(self, flat: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The gathered, masked images; written into `out` (same shape as `flat`) when given."""
+        # Indices are in range by construction; mode='wrap' skips numpy's slower bounds check
+        # (and, with `out`, lets numpy write there directly instead of through a buffer).
+        out = np.take(flat, self.source, axis=1, mode="wrap", out=out)
         if self.has_mask:
             np.bitwise_xor(out, self.mask, out=out)
         return out
@@ -97,9 +103,10 @@ def split_nibbles(flat: np.ndarray) -> np.ndarray:
     return out
 
 
-def join_nibbles(nibbles: np.ndarray) -> np.ndarray:
-    """The inverse of `split_nibbles`."""
-    return (nibbles[:, 0::2] << 4) | nibbles[:, 1::2]
+def join_nibbles(nibbles: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """The inverse of `split_nibbles` (into `out` when given)."""
+    high = np.left_shift(nibbles[:, 0::2], 4, out=out)
+    return np.bitwise_or(high, nibbles[:, 1::2], out=high)
 
 
 def dihedral_orders(block_size: int, channels: int = 3) -> np.ndarray:
@@ -126,3 +133,100 @@ def channel_orders(block_size: int, channel_permutations: np.ndarray) -> np.ndar
 ALL_CHANNEL_PERMUTATIONS = np.array(
     [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]], dtype=np.int64
 )
+
+
+def block_row_segments(image_size: int, block_size: int) -> np.ndarray:
+    """Segment number of every row of every block, shape (blocks, block_size).
+
+    An image [H, W, 3] is H·(W/M) segments of 3·M contiguous bytes (segment y·(W/M) + x is
+    pixel row y, block column x); row r of block (i, j) is segment (i·M + r)·(W/M) + j.
+    """
+    side = image_size // block_size
+    rows = np.arange(side)[:, None, None] * block_size + np.arange(block_size)[None, None, :]
+    return (rows * side + np.arange(side)[None, :, None]).reshape(side * side, block_size)
+
+
+def move_blocks(
+    flat: np.ndarray,
+    out: np.ndarray,
+    block_order: np.ndarray,
+    image_size: int,
+    block_size: int,
+) -> None:
+    """`out` block j of image n := `flat` block `block_order[n, j]`, whole blocks at a time.
+
+    `flat` and `out` are (N, H·W·3) uint8; `block_order` is (N, blocks). One gather of rows of
+    3·M bytes: the index holds one entry per block row (1/(3·M) of the bytes moved).
+    """
+    count = len(flat)
+    if count == 0:
+        return
+    segments = block_row_segments(image_size, block_size)
+    per_image = segments.size
+    # Destination segment s (pixel row y, block column x) is row y % M of block
+    # (y // M) · side + x, which takes the same row of its source block.
+    destination = np.empty(per_image, dtype=np.int64)
+    destination[segments.reshape(-1)] = np.arange(per_image)
+    block_of, row_of = np.divmod(destination, block_size)
+    index = segments[block_order[:, block_of], row_of]
+    index += (np.arange(count, dtype=np.int64) * per_image)[:, None]
+    segment_bytes = 3 * block_size
+    np.take(
+        flat.reshape(count * per_image, segment_bytes),
+        index.reshape(-1),
+        axis=0,
+        mode="wrap",
+        out=out.reshape(count * per_image, segment_bytes),
+    )
+
+
+def block_view(flat: np.ndarray, image_size: int, block_size: int) -> np.ndarray:
+    """A view of (N, H·W·3) images as (N, side, side, M, 3·M): image, block row, block column,
+    row in block, bytes of that row."""
+    side = image_size // block_size
+    return flat.reshape(len(flat), side, block_size, side, 3 * block_size).transpose(0, 1, 3, 2, 4)
+
+
+def xor_blocks(flat: np.ndarray, values: np.ndarray, image_size: int, block_size: int) -> None:
+    """XOR every byte of block j of image n with `values[n, j]` (uint8), in place."""
+    side = image_size // block_size
+    view = flat.reshape(len(flat), side, block_size, side, 3 * block_size)
+    np.bitwise_xor(view, values.reshape(len(flat), side, 1, side, 1), out=view)
+
+
+def reorder_in_blocks(
+    flat: np.ndarray,
+    choice: np.ndarray,
+    element_orders: np.ndarray,
+    image_size: int,
+    block_size: int,
+) -> None:
+    """In place: block j of image n := that block's elements in order
+    `element_orders[choice[n, j]]` (element order (row, column, channel) as `block_index`).
+
+    Blocks are grouped by the order they drew, so each order is one gather of the blocks that
+    drew it, one `take` over their elements and one scatter back; identity orders cost nothing.
+    """
+    count = len(flat)
+    if count == 0:
+        return
+    segments = block_row_segments(image_size, block_size)
+    per_image = segments.size
+    rows = flat.reshape(count * per_image, 3 * block_size)
+    length = element_orders.shape[1]
+    drawn = choice.reshape(-1)
+    by_order = np.argsort(drawn, kind="stable")
+    ends = np.cumsum(np.bincount(drawn, minlength=len(element_orders)))
+    identity = np.arange(length)
+    start = 0
+    for order, end in enumerate(ends):
+        chosen = by_order[start:end]
+        start = end
+        if not len(chosen) or np.array_equal(element_orders[order], identity):
+            continue
+        image, block = np.divmod(chosen, segments.shape[0])
+        # The rows of the chosen blocks, block after block: each block becomes one row of L bytes.
+        index = (segments[block] + (image * per_image)[:, None]).reshape(-1)
+        moved = np.take(rows, index, axis=0, mode="wrap").reshape(len(chosen), length)
+        moved = np.take(moved, element_orders[order], axis=1, mode="wrap")
+        rows[index] = moved.reshape(-1, 3 * block_size)

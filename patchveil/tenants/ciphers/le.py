@@ -31,8 +31,12 @@ class LearnableEncryptionCipher(Cipher):
         flip = bits(key.keystream("le/negative-positive"), length)
         return GatherMask(*compose(blocks, np.arange(count), element_order, flip, flip_value=0x0F))
 
-    def transform(self, table: GatherMask, flat: np.ndarray) -> np.ndarray:
-        return join_nibbles(table.apply(split_nibbles(flat)))
+    # Split nibbles and their shuffled copy: two arrays twice the size of the chunk.
+    working_copies = 4
+
+    def transform(self, table: GatherMask, flat: np.ndarray, out: np.ndarray) -> None:
+        nibbles = split_nibbles(flat)
+        join_nibbles(table.apply(nibbles, out=np.empty_like(nibbles)), out=out)
 
     @classmethod
     def key_space_bits(cls, spec: CipherSpec) -> float:

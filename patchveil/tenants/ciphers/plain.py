@@ -17,8 +17,8 @@ class PlainCipher(Cipher):
         size = spec.image_size * spec.image_size * 3
         return GatherMask(np.arange(size, dtype=np.int64), np.zeros(size, dtype=np.uint8))
 
-    def transform(self, table: GatherMask, flat: np.ndarray) -> np.ndarray:
-        return flat.copy()
+    def transform(self, table: GatherMask, flat: np.ndarray, out: np.ndarray) -> None:
+        np.copyto(out, flat)
 
     @classmethod
     def key_space_bits(cls, spec: CipherSpec) -> float:
