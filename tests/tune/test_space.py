@@ -1,0 +1,128 @@
+"""The search space draws only valid configurations, and the validity check names what is wrong."""
+
+from __future__ import annotations
+
+import pytest
+
+from patchveil.errors import PatchveilError
+from patchveil.groups import GROUP_NAMES
+from patchveil.tune.space import (
+    SearchSpace,
+    TrialConfig,
+    block_sizes_for,
+    check_config,
+    compatible_variants,
+    suggest,
+    trial_config_of,
+    variant_params,
+    windows_for,
+)
+
+optuna = pytest.importorskip("optuna")
+
+
+def _config(**changes: object) -> TrialConfig:
+    values: dict[str, object] = {
+        "block_size": 4,
+        "window": 4,
+        "group": "rf",
+        "variant": "window_position",
+        "model_params": {"position_window": 4, "invariance_group": "rf"},
+        "depth": 2,
+        "embed_dim": 64,
+        "learning_rate": 1e-3,
+        "block_cutmix": 0.5,
+        "epochs": 1,
+        "size": "test",
+    }
+    values.update(changes)
+    return TrialConfig(**values)  # type: ignore[arg-type]
+
+
+def test_geometry_helpers() -> None:
+    assert block_sizes_for(32) == [2, 4, 8, 16]
+    assert windows_for(8) == [0, 2, 4]
+    assert windows_for(4) == [0, 2]
+    assert windows_for(2) == [0]
+    assert compatible_variants(0, "none") == ["position_free"]
+    assert compatible_variants(0, "rf") == ["invariant"]
+    assert compatible_variants(4, "none") == ["window_position", "position_free"]
+    assert variant_params("window_position", 2, "np") == {
+        "position_window": 2,
+        "invariance_group": "np",
+    }
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"block_size": 5},  # does not divide 32
+        {
+            "block_size": 32,
+            "window": 0,
+            "variant": "invariant",
+            "model_params": {"invariance_group": "rf"},
+        },
+        {"window": 3},  # does not divide the 8-block grid
+        {"window": 8},  # the whole grid: the same as window 0, drawn twice otherwise
+        {"variant": "standard", "model_params": {}},  # not invariant to a fresh key
+        {"variant": "position_free", "model_params": {}},  # ignores the per-block group
+        {"model_params": {"position_window": 2, "invariance_group": "rf"}},  # wrong window
+        {"group": "xy"},
+        {"embed_dim": 100},
+        {"learning_rate": 0.0},
+        {"block_cutmix": 1.5},
+        {"epochs": 0},
+        {"cipher": "conventional"},
+    ],
+)
+def test_invalid_configurations_are_refused(changes: dict[str, object]) -> None:
+    with pytest.raises(PatchveilError):
+        _config(**changes)
+
+
+def test_a_valid_configuration_round_trips_and_builds_its_model() -> None:
+    config = _config()
+    assert TrialConfig.from_json(config.to_json()) == config
+    spec = config.model_spec()
+    assert spec.param("position_window") == 4 and spec.param("invariance_group") == "rf"
+    assert config.cipher_params == {"group": "rf", "window": 4}
+    reference = config.plain_reference()
+    assert reference.cipher == "plain" and reference.variant == "standard"
+    assert (reference.block_size, reference.epochs, reference.learning_rate) == (4, 1, 1e-3)
+    check_config(reference)
+
+
+@pytest.mark.parametrize("sampler", ["random", "nsga2"])
+def test_every_sampled_configuration_is_valid(sampler: str) -> None:
+    """300 draws over every block size, window, group and model of a 32-px image: each one
+    builds (TrialConfig checks it on construction, and again here) and the draws cover the
+    conditional choices."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = SearchSpace(block_sizes=(2, 4, 8, 16), groups=GROUP_NAMES, epochs=(1, 2))
+    chosen = (
+        optuna.samplers.RandomSampler(seed=0)
+        if sampler == "random"
+        else optuna.samplers.NSGAIISampler(population_size=6, seed=0)
+    )
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=chosen)
+    seen = set()
+    for index in range(300):
+        trial = study.ask()
+        config = trial_config_of(suggest(trial, space))
+        check_config(config)
+        assert config.variant in compatible_variants(config.window, config.group)
+        seen.add((config.block_size, config.window, config.variant))
+        study.tell(trial, [index % 7 / 7, (index * 3) % 5 / 5])
+    assert {block for block, _, _ in seen} == {2, 4, 8, 16}
+    assert {variant for _, _, variant in seen} == {"window_position", "position_free", "invariant"}
+    assert any(window == 0 for _, window, _ in seen) and any(window for _, window, _ in seen)
+
+
+def test_a_search_space_refuses_impossible_choices() -> None:
+    with pytest.raises(PatchveilError, match="block size 5"):
+        SearchSpace(block_sizes=(5,))
+    with pytest.raises(PatchveilError, match="unknown groups"):
+        SearchSpace(groups=("none", "zz"))
+    with pytest.raises(PatchveilError, match="learning-rate"):
+        SearchSpace(learning_rate=(0.0, 1e-3))
