@@ -1,96 +1,219 @@
-"""Images per second for every cipher on CIFAR images, beside a plain numpy copy in the same run.
+"""Throughput and peak memory of every cipher at 32 and 224 px, beside a numpy copy in the same run.
 
-Run: `.venv/bin/python bench/cipher_throughput.py [--block-size 4] [--repeats 5]`
-Writes bench/results/cipher_throughput.{json,md}. The ratio column is cipher time / copy time.
+Run: `.venv/bin/python bench/cipher_throughput.py [--count-32 20000] [--count-224 2000]`
+Writes bench/results/cipher_throughput.{json,md}.
+
+Every measurement runs in its own subprocess, which loads the batch from a `.npy` file (as the
+CLI does), runs one operation (`copy`, or one cipher's encrypt or decrypt) `--repeats` times and
+reports its best time and its peak resident memory (getrusage), so no run inherits another's
+memory. Two ratios per cipher, both against the copy measured in the same run:
+- throughput: copy time / cipher time (goal ≥ 0.5);
+- memory: (peak − the loaded input − one output) / CHUNK_BYTES (goal ≤ 2).
+The file column is load + operation + save of the whole batch, as `patchveil encrypt` does it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from patchveil.reporting import provenance, provenance_markdown, write_json, write_text
 from patchveil.tenants.ciphers import available_ciphers, create_cipher
+from patchveil.tenants.ciphers.base import CHUNK_BYTES
 from patchveil.tenants.keys import CipherSpec, Key
-from patchveil.tenants.loaders import default_cifar_dir, load_cifar
 
 RESULTS = Path(__file__).parent / "results"
+# (image size, block size) of the two geometries: CIFAR-like and ImageNet-like ViT patches.
+GEOMETRIES = ((32, 4), (224, 16))
 
 
-def best_seconds(action: Callable[[], object], repeats: int) -> float:
-    """The fastest of `repeats` runs: the least disturbed by the rest of the machine."""
+def settings_for(image_size: int, block_size: int) -> list[tuple[str, tuple[tuple[str, Any], ...]]]:
+    """Every registered cipher with its defaults, and the disposable settings users pick."""
+    side = image_size // block_size
+    window = 7 if side % 7 == 0 else side // 2
+    return [(name, ()) for name in available_ciphers()] + [
+        ("disposable", (("group", "none"), ("window", window))),
+        ("disposable", (("group", "np_cs_rf"),)),
+    ]
+
+
+def label(name: str, params: tuple[tuple[str, Any], ...]) -> str:
+    return name + "".join(f" {key}={value}" for key, value in params)
+
+
+def resident_bytes() -> int:
+    """This process's resident memory now (Linux /proc)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * resource.getpagesize()
+
+
+def worker(task: dict[str, Any]) -> dict[str, Any]:
+    """One measurement in this (fresh) process: see the module docstring."""
+    start = time.perf_counter()
+    images = np.load(task["input"])
+    load_seconds = time.perf_counter() - start
+    loaded = resident_bytes()
+    if task["operation"] == "copy":
+
+        def operation() -> np.ndarray:
+            return images.copy()
+
+    else:
+        params = tuple((key, value) for key, value in task["params"])
+        spec = CipherSpec(task["cipher"], task["block_size"], images.shape[1], params)
+        cipher = create_cipher(Key.generate("bench", spec))
+        nonces = np.arange(len(images), dtype=np.int64) if cipher.per_image else None
+        inverse = task["operation"] == "decrypt"
+
+        def operation() -> np.ndarray:
+            return cipher.decrypt(images, nonces) if inverse else cipher.encrypt(images, nonces)
+
     times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    out = None
+    for _ in range(task["repeats"]):
+        out = None  # the previous output is freed first: one output at a time
+        begin = time.perf_counter()
+        out = operation()
+        times.append(time.perf_counter() - begin)
+    assert out is not None
+    begin = time.perf_counter()
+    np.save(task["output"], out)
+    save_seconds = time.perf_counter() - begin
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    return {
+        "seconds": min(times),
+        "file_seconds": load_seconds + min(times) + save_seconds,
+        "peak_bytes": peak,
+        "beyond_input_and_output_bytes": peak - loaded - out.nbytes,
+    }
+
+
+def measure(task: dict[str, Any]) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(task)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_geometry(
+    image_size: int, block_size: int, count: int, repeats: int, folder: Path
+) -> dict[str, Any]:
+    images = np.random.default_rng(image_size).integers(
+        0, 256, (count, image_size, image_size, 3), dtype=np.uint8
+    )
+    source = folder / f"images_{image_size}.npy"
+    np.save(source, images)
+    del images
+    base = {"input": str(source), "output": str(folder / "out.npy"), "repeats": repeats}
+    copy = measure({**base, "operation": "copy"})
+    rows = []
+    for name, params in settings_for(image_size, block_size):
+        row: dict[str, Any] = {"cipher": label(name, params)}
+        for operation in ("encrypt", "decrypt"):
+            result = measure(
+                {
+                    **base,
+                    "operation": operation,
+                    "cipher": name,
+                    "block_size": block_size,
+                    "params": list(params),
+                }
+            )
+            row[operation] = result
+            row[f"{operation}_throughput_ratio"] = copy["seconds"] / result["seconds"]
+            row[f"{operation}_memory_chunks"] = (
+                result["beyond_input_and_output_bytes"] / CHUNK_BYTES
+            )
+        row["file_throughput_ratio"] = copy["file_seconds"] / row["encrypt"]["file_seconds"]
+        rows.append(row)
+        print(image_size, row["cipher"], f"{row['encrypt_throughput_ratio']:.2f}", flush=True)
+    source.unlink()
+    return {
+        "image_size": image_size,
+        "block_size": block_size,
+        "images": count,
+        "batch_bytes": count * image_size * image_size * 3,
+        "copy": copy,
+        "rows": rows,
+    }
+
+
+def markdown(meta: dict[str, Any], geometries: list[dict[str, Any]], repeats: int) -> str:
+    mib = 2**20
+    lines = [
+        "# Cipher throughput and memory",
+        "",
+        provenance_markdown(meta),
+        f"Random uint8 images; best of {repeats} runs per operation, each operation in its own "
+        f"process. Chunk: CHUNK_BYTES = {CHUNK_BYTES / mib:.0f} MiB.",
+        "Throughput ratio = copy time / cipher time (goal ≥ 0.5). Memory = (peak RSS − loaded "
+        "input − one output) / chunk (goal ≤ 2). File = load + operation + save, ratio to the "
+        "same with the copy.",
+    ]
+    for geometry in geometries:
+        copy = geometry["copy"]
+        count, size = geometry["images"], geometry["image_size"]
+        lines += [
+            "",
+            f"## {size} px, block {geometry['block_size']}: {count} images "
+            f"({geometry['batch_bytes'] / mib:.0f} MiB)",
+            "",
+            f"Copy: {copy['seconds']:.3f} s ({count / copy['seconds']:,.0f} images/s), "
+            f"{(copy['beyond_input_and_output_bytes']) / CHUNK_BYTES:.2f} chunks beyond input and "
+            f"output; load + copy + save {copy['file_seconds']:.2f} s.",
+            "",
+            "| cipher | encrypt images/s | encrypt ratio | decrypt ratio | file ratio | "
+            "encrypt memory (chunks) | decrypt memory (chunks) | peak RSS MiB |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for row in geometry["rows"]:
+            lines.append(
+                f"| {row['cipher']} | {count / row['encrypt']['seconds']:,.0f} | "
+                f"{row['encrypt_throughput_ratio']:.2f} | {row['decrypt_throughput_ratio']:.2f} | "
+                f"{row['file_throughput_ratio']:.2f} | {row['encrypt_memory_chunks']:.2f} | "
+                f"{row['decrypt_memory_chunks']:.2f} | "
+                f"{max(row['encrypt']['peak_bytes'], row['decrypt']['peak_bytes']) / mib:,.0f} |"
+            )
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--block-size", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--count-32", type=int, default=20000, help="images at 32 px")
+    parser.add_argument("--count-224", type=int, default=2000, help="images at 224 px")
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
-
-    cifar = default_cifar_dir()
-    if cifar is not None:
-        images = load_cifar(cifar, "train").images
-        source = f"CIFAR-10 ({cifar.name}, {len(images)} training images)"
-    else:
-        images = np.random.default_rng(0).integers(0, 256, (8192, 32, 32, 3), dtype=np.uint8)
-        source = "random uint8 images (no CIFAR data found)"
-    count = len(images)
-    copy_seconds = best_seconds(lambda: images.copy(), args.repeats)
-    rows = []
-    for name in available_ciphers():
-        key = Key.generate("bench", CipherSpec(name, args.block_size, images.shape[1]))
-        cipher = create_cipher(key)
-        nonces = np.arange(count) if cipher.per_image else None
-        encrypt_seconds = best_seconds(
-            lambda c=cipher, n=nonces: c.encrypt(images, n), args.repeats
-        )
-        encrypted = cipher.encrypt(images, nonces)
-        decrypt_seconds = best_seconds(
-            lambda c=cipher, e=encrypted, n=nonces: c.decrypt(e, n), args.repeats
-        )
-        rows.append(
-            {
-                "cipher": name,
-                "encrypt_images_per_second": count / encrypt_seconds,
-                "decrypt_images_per_second": count / decrypt_seconds,
-                "encrypt_ratio_to_copy": encrypt_seconds / copy_seconds,
-            }
-        )
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
+    counts = {32: args.count_32, 224: args.count_224}
+    with tempfile.TemporaryDirectory(prefix="cipher_throughput_") as folder:
+        geometries = [
+            bench_geometry(size, block, counts[size], args.repeats, Path(folder))
+            for size, block in GEOMETRIES
+        ]
     meta = provenance()
     payload = {
         **meta,
-        "images": source,
-        "block_size": args.block_size,
-        "copy_images_per_second": count / copy_seconds,
-        "rows": rows,
+        "chunk_bytes": CHUNK_BYTES,
+        "repeats": args.repeats,
+        "geometries": geometries,
     }
-    lines = [
-        "# Cipher throughput",
-        "",
-        provenance_markdown(meta),
-        f"Images: {source}; block size {args.block_size}; best of {args.repeats} runs.",
-        f"Baseline: numpy copy of the same array, {count / copy_seconds:,.0f} images/s.",
-        "",
-        "| cipher | encrypt images/s | decrypt images/s | encrypt time / copy time |",
-        "|---|---:|---:|---:|",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row['cipher']} | {row['encrypt_images_per_second']:,.0f} | "
-            f"{row['decrypt_images_per_second']:,.0f} | {row['encrypt_ratio_to_copy']:.2f}× |"
-        )
-    text = "\n".join(lines) + "\n"
+    text = markdown(meta, geometries, args.repeats)
     print(text)
     write_json(args.out / "cipher_throughput.json", payload)
     write_text(args.out / "cipher_throughput.md", text)

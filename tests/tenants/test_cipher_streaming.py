@@ -78,3 +78,36 @@ def test_peak_memory_is_input_output_and_about_one_chunk(
         tracemalloc.stop()
     beyond_output = peak - encrypted.nbytes
     assert beyond_output <= 2 * chunk_bytes, f"{beyond_output / chunk_bytes:.2f} chunks"
+
+
+TORCH_DEVICES = [
+    "cpu",  # the torch path itself, checkable on any machine
+    pytest.param(
+        "cuda",
+        marks=pytest.mark.skipif(
+            not __import__("torch").cuda.is_available(), reason="needs a CUDA device"
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize("device", TORCH_DEVICES)
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [(name, ()) for name in available_ciphers()]
+    + [
+        ("disposable", (("group", "np_cs_rf"), ("window", 2))),
+        ("disposable", (("group", "none"),)),
+    ],
+)
+def test_torch_path_gives_the_numpy_result(
+    name: str, params: tuple, device: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cipher = pinned_cipher(name, 4, 32, params)
+    images = np.random.default_rng(3).integers(0, 256, (7, 32, 32, 3), dtype=np.uint8)
+    nonces = np.arange(7, dtype=np.int64) if cipher.per_image else None
+    expected = cipher.encrypt(images, nonces)
+    monkeypatch.setattr(base, "CHUNK_BYTES", 3 * cipher.working_copies * IMAGE_BYTES)
+    on_device = cipher.encrypt(images, nonces, device=device)
+    assert on_device.dtype == np.uint8 and np.array_equal(on_device, expected)
+    assert np.array_equal(cipher.decrypt(expected, nonces, device=device), images)

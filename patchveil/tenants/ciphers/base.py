@@ -162,19 +162,30 @@ class Cipher:
     def bits(self) -> float:
         return type(self).key_space_bits(self.spec)
 
-    def encrypt(self, images: np.ndarray, nonces: np.ndarray | None = None) -> np.ndarray:
+    def encrypt(
+        self, images: np.ndarray, nonces: np.ndarray | None = None, *, device: str | None = None
+    ) -> np.ndarray:
         """Encrypt uint8 images [N, H, W, 3] (or one image [H, W, 3]).
 
         `nonces` (one integer per image, e.g. the sample id) is required by per-image ciphers
-        and ignored by the others.
+        and ignored by the others. `device` (e.g. "cuda") computes each chunk with torch on that
+        device instead of numpy; the result is the same numpy array either way.
         """
-        return self._run(images, nonces, inverse=False)
+        return self._run(images, nonces, inverse=False, device=device)
 
-    def decrypt(self, images: np.ndarray, nonces: np.ndarray | None = None) -> np.ndarray:
+    def decrypt(
+        self, images: np.ndarray, nonces: np.ndarray | None = None, *, device: str | None = None
+    ) -> np.ndarray:
         """Exactly undo `encrypt` (with the same nonces, for a per-image cipher)."""
-        return self._run(images, nonces, inverse=True)
+        return self._run(images, nonces, inverse=True, device=device)
 
-    def _run(self, images: np.ndarray, nonces: np.ndarray | None, inverse: bool) -> np.ndarray:
+    def _run(
+        self,
+        images: np.ndarray,
+        nonces: np.ndarray | None,
+        inverse: bool,
+        device: str | None = None,
+    ) -> np.ndarray:
         batch = self.check_images(images)
         count = batch.shape[0]
         # An explicit row length: `-1` cannot be inferred for an empty batch [0, H, W, 3].
@@ -185,9 +196,10 @@ class Cipher:
         for start in range(0, count, step):
             part = slice(start, start + step)
             if checked is not None:
-                self.transform_per_image(flat[part], checked[part], inverse, out[part])
+                self.transform_per_image(flat[part], checked[part], inverse, out[part], device)
             else:
-                self.transform(self._inverse if inverse else self._forward, flat[part], out[part])
+                table = self._inverse if inverse else self._forward
+                self.transform(table, flat[part], out[part], device)
         out = out.reshape(batch.shape)
         return out[0] if images.ndim == 3 else out
 
@@ -197,10 +209,15 @@ class Cipher:
         return max(1, budget // (self.working_copies * 3 * self.spec.image_size**2))
 
     def transform_per_image(
-        self, flat: np.ndarray, nonces: np.ndarray, inverse: bool, out: np.ndarray
+        self,
+        flat: np.ndarray,
+        nonces: np.ndarray,
+        inverse: bool,
+        out: np.ndarray,
+        device: str | None = None,
     ) -> None:
         """Per-image ciphers implement this instead of `build`: write the transform of the
-        flattened images `flat` (one nonce each) into `out`."""
+        flattened images `flat` (one nonce each) into `out` (with torch on `device` if given)."""
         raise NotImplementedError
 
     def check_nonces(self, nonces: np.ndarray | None, count: int) -> np.ndarray:
@@ -217,10 +234,12 @@ class Cipher:
             )
         return checked.astype(np.int64)
 
-    def transform(self, table: GatherMask, flat: np.ndarray, out: np.ndarray) -> None:
-        """Apply a gather table to flattened images, into `out`; ciphers on other units
-        override this."""
-        table.apply(flat, out=out)
+    def transform(
+        self, table: GatherMask, flat: np.ndarray, out: np.ndarray, device: str | None = None
+    ) -> None:
+        """Apply a gather table to flattened images, into `out` (with torch on `device` if
+        given); ciphers on other units override this."""
+        table.apply(flat, out=out, device=device)
 
     def check_images(self, images: np.ndarray) -> np.ndarray:
         size = self.spec.image_size

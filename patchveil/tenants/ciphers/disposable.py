@@ -26,6 +26,7 @@ import numpy as np
 from patchveil.errors import CipherConfigError
 from patchveil.groups import parse_group, window_of_blocks
 from patchveil.tenants.ciphers.base import Cipher, log2_factorial, register_cipher
+from patchveil.tenants.ciphers.gpu import move_blocks_on_device
 from patchveil.tenants.ciphers.hazmat import (
     ALL_CHANNEL_PERMUTATIONS,
     block_index,
@@ -119,7 +120,12 @@ class DisposableCipher(Cipher):
         return block_order, element
 
     def transform_per_image(
-        self, flat: np.ndarray, nonces: np.ndarray, inverse: bool, out: np.ndarray
+        self,
+        flat: np.ndarray,
+        nonces: np.ndarray,
+        inverse: bool,
+        out: np.ndarray,
+        device: str | None = None,
     ) -> None:
         # Encrypted block j = plain block block_order[j], elements in order orders[element[j]],
         # XOR flips[element[j]] (0 or 0xFF over the whole block, so it commutes with the order).
@@ -137,12 +143,19 @@ class DisposableCipher(Cipher):
             )
             block_order = inverse_order
             element = np.take_along_axis(element, inverse_order, axis=1)
+        flips = self._flip_of[element] if self._has_flips else None
+        moves = self._move_of[element] if self._has_moves else None
+        orders = self._inverse_moves if inverse else self._moves
+        if device is not None:
+            move_blocks_on_device(
+                flat, out, block_order, flips, moves, orders, size, block_size, device
+            )
+            return
         move_blocks(flat, out, block_order, size, block_size)
-        if self._has_flips:
-            xor_blocks(out, self._flip_of[element], size, block_size)
-        if self._has_moves:
-            orders = self._inverse_moves if inverse else self._moves
-            reorder_in_blocks(out, self._move_of[element], orders, size, block_size)
+        if flips is not None:
+            xor_blocks(out, flips, size, block_size)
+        if moves is not None:
+            reorder_in_blocks(out, moves, orders, size, block_size)
 
     @classmethod
     def check_params_fit(cls, spec: CipherSpec) -> None:

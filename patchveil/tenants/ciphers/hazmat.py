@@ -70,8 +70,15 @@ class GatherMask:
     def has_mask(self) -> bool:
         return bool(self.mask.any())
 
-    def apply(self, flat: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """The gathered, masked images; written into `out` (same shape as `flat`) when given."""
+    def apply(
+        self, flat: np.ndarray, out: np.ndarray | None = None, device: str | None = None
+    ) -> np.ndarray:
+        """The gathered, masked images; written into `out` (same shape as `flat`) when given;
+        computed with torch on `device` when given (see `gpu`)."""
+        if device is not None:
+            from patchveil.tenants.ciphers.gpu import apply_on_device
+
+            return apply_on_device(self, flat, out, device)
         # Indices are in range by construction; mode='wrap' skips numpy's slower bounds check
         # (and, with `out`, lets numpy write there directly instead of through a buffer).
         out = np.take(flat, self.source, axis=1, mode="wrap", out=out)

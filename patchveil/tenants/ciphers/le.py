@@ -34,9 +34,11 @@ class LearnableEncryptionCipher(Cipher):
     # Split nibbles and their shuffled copy: two arrays twice the size of the chunk.
     working_copies = 4
 
-    def transform(self, table: GatherMask, flat: np.ndarray, out: np.ndarray) -> None:
+    def transform(
+        self, table: GatherMask, flat: np.ndarray, out: np.ndarray, device: str | None = None
+    ) -> None:
         nibbles = split_nibbles(flat)
-        join_nibbles(table.apply(nibbles, out=np.empty_like(nibbles)), out=out)
+        join_nibbles(table.apply(nibbles, out=np.empty_like(nibbles), device=device), out=out)
 
     @classmethod
     def key_space_bits(cls, spec: CipherSpec) -> float:

@@ -17,7 +17,9 @@ class PlainCipher(Cipher):
         size = spec.image_size * spec.image_size * 3
         return GatherMask(np.arange(size, dtype=np.int64), np.zeros(size, dtype=np.uint8))
 
-    def transform(self, table: GatherMask, flat: np.ndarray, out: np.ndarray) -> None:
+    def transform(
+        self, table: GatherMask, flat: np.ndarray, out: np.ndarray, device: str | None = None
+    ) -> None:
         np.copyto(out, flat)
 
     @classmethod
