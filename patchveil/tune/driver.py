@@ -191,6 +191,9 @@ def tune_frontier(
             scheduler=scheduler,
             num_samples=trials,
             max_concurrent_trials=settings.max_concurrent_trials,
+            # One actor runs trial after trial: torch, the model code and the experiment's
+            # data are loaded once, not once per trial.
+            reuse_actors=True,
         ),
         run_config=_run_config(settings, name, callbacks),
     )
@@ -214,7 +217,9 @@ def run_configs(
     tuner = tune.Tuner(
         _trainable(experiment, settings),
         param_space={"trial": tune.grid_search([config.to_json() for config in configs])},
-        tune_config=tune.TuneConfig(max_concurrent_trials=settings.max_concurrent_trials),
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=settings.max_concurrent_trials, reuse_actors=True
+        ),
         run_config=_run_config(settings, name, callbacks),
     )
     return _records(tuner.fit())
