@@ -62,7 +62,7 @@ def window_size(spec: CipherSpec) -> int:
 class SmallUNet(nn.Module):
     """Two-level U-Net with a global skip: output = input + learned correction."""
 
-    def __init__(self, width: int = 32) -> None:
+    def __init__(self, width: int = 16) -> None:
         super().__init__()
 
         def block(inputs: int, outputs: int) -> nn.Sequential:
@@ -99,8 +99,8 @@ class BlockSetInverter(nn.Module):
         block_size: int,
         image_size: int,
         window: int = 0,
-        width: int = 128,
-        depth: int = 2,
+        width: int = 64,
+        depth: int = 1,
         heads: int = 4,
     ) -> None:
         super().__init__()

@@ -286,7 +286,7 @@ def estimate_mi(
     (initialisation, batch order), the spread an auditor rerunning the estimate would see.
     """
     _check_pairs(x, y, "pairs")
-    eval_count = max(batch_size, int(round(len(x) * eval_fraction)))
+    eval_count = max(batch_size, round(len(x) * eval_fraction))
     order = np.random.default_rng(12345).permutation(len(x))
     held_out, train = order[:eval_count], order[eval_count:]
     values = [
@@ -301,7 +301,7 @@ def estimate_mi(
             batch_size,
             critic,
             device=device,
-        )  # fmt: skip
+        )
         for seed in seeds
     ]
     mean, low, high = confidence_interval(values)
