@@ -55,6 +55,13 @@ CANDIDATES_PER_PIECE = 4
 MAX_OFFSETS = 16
 #: The weight of the linear-prediction error beside MGC (see `dissimilarities`).
 PREDICTION_WEIGHT = 0.5
+#: Kruskal runs per puzzle without a group, and with one (each |G| times dearer).
+MERGE_RUNS = 12
+GROUP_MERGE_RUNS = 2
+#: The prediction weights of the runs' merge orders, in turn (the first: PREDICTION_WEIGHT).
+RUN_WEIGHTS = (0.5, 0.25, 1.0, 0.125, 2.0)
+#: The log-normal noise on the merge costs of the runs after the first len(RUN_WEIGHTS).
+RUN_NOISE = 0.08
 #: The two relations: the second piece's offset from the first (right of it, below it).
 OFFSETS = ((0, 1), (1, 0))
 
@@ -165,11 +172,9 @@ def prediction_errors(pieces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return left_right(x), left_right(x.transpose(0, 2, 1, 3))
 
 
-def dissimilarities(pieces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(right, down) [S, S]: the seam dissimilarity the solver uses: √MGC plus half the √ of the
-    linear-prediction error (`prediction_errors`), each scaled by its median. The square roots
-    keep one bad seam from dominating a sum; on 4-pixel CIFAR blocks the mix reassembles ~10
-    points more of a whole image than MGC alone (4 border pixels make a noisy covariance)."""
+def seam_parts(pieces: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per relation (right, down): (√MGC, √linear-prediction error) [S, S], each scaled by its
+    median (a piece beside itself: infinite)."""
     out = []
     for gradient, prediction in zip(
         mgc_dissimilarities(pieces), prediction_errors(pieces), strict=True
@@ -178,10 +183,21 @@ def dissimilarities(pieces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         finite = np.isfinite(prediction)
         np.fill_diagonal(gradient, np.inf)
         out.append(
-            gradient / (np.median(gradient[finite]) + 1e-9)
-            + PREDICTION_WEIGHT * prediction / (np.median(prediction[finite]) + 1e-9)
+            (
+                gradient / (np.median(gradient[finite]) + 1e-9),
+                prediction / (np.median(prediction[finite]) + 1e-9),
+            )
         )
-    return out[0], out[1]
+    return out
+
+
+def dissimilarities(pieces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(right, down) [S, S]: the seam dissimilarity the solver uses: √MGC plus half the √ of the
+    linear-prediction error (`prediction_errors`), each scaled by its median. The square roots
+    keep one bad seam from dominating a sum; on 4-pixel CIFAR blocks the mix reassembles ~10
+    points more of a whole image than MGC alone (4 border pixels make a noisy covariance)."""
+    (right, right_prediction), (down, down_prediction) = seam_parts(pieces)
+    return right + PREDICTION_WEIGHT * right_prediction, down + PREDICTION_WEIGHT * down_prediction
 
 
 def normalised(dissimilarity: np.ndarray, piece_of: np.ndarray) -> np.ndarray:
@@ -252,6 +268,11 @@ class Clusters:
         self.version = np.zeros(pieces, dtype=np.int64)
         self.position = np.zeros((pieces, 2), dtype=np.int64)
         self.members: dict[int, list[int]] = {piece: [piece] for piece in range(pieces)}
+        self.occupied: dict[int, set[tuple[int, int]]] = {
+            piece: {(0, 0)} for piece in range(pieces)
+        }
+        self.low = np.zeros((pieces, 2), dtype=np.int64)  # each cluster's bounding box
+        self.high = np.zeros((pieces, 2), dtype=np.int64)
 
     def merge(self, first: int, first_version: int, second: int, second_version: int, offset):
         """Join the clusters of two pieces so that `second` (in `second_version`) sits at
@@ -265,28 +286,37 @@ class Clusters:
             first_version, second_version = second_version, first_version
             offset = (-offset[0], -offset[1])
             a, b = b, a
-        compose = self.group.compose
-        # Turn the pair as a whole (h) until `first` has the version its cluster gives it.
-        turn_pair = int(np.flatnonzero(compose[first_version] == self.version[first])[0])
-        wanted = compose[second_version, turn_pair]
-        offset = self.group.turn[turn_pair].T @ np.asarray(offset)
-        # Turn the second cluster (g) until `second` has that version.
-        turn_b = int(np.flatnonzero(compose[self.version[second]] == wanted)[0])
         moved = np.array(self.members[b])
-        positions = self.position[moved] @ self.group.turn[turn_b]  # rows: Aᵀ q
-        here = positions[moved == second][0]
-        positions = positions - here + self.position[first] + offset
-        kept = np.array(self.members[a])
-        occupied = {tuple(p) for p in self.position[kept]}
-        if any(tuple(p) in occupied for p in positions):
+        if self.group.size == 1:
+            turn_b = 0
+            positions = self.position[moved] - self.position[second]
+        else:
+            compose = self.group.compose
+            # Turn the pair as a whole (h) until `first` has the version its cluster gives it.
+            turn_pair = int(np.flatnonzero(compose[first_version] == self.version[first])[0])
+            wanted = compose[second_version, turn_pair]
+            offset = self.group.turn[turn_pair].T @ np.asarray(offset)
+            # Turn the second cluster (g) until `second` has that version.
+            turn_b = int(np.flatnonzero(compose[self.version[second]] == wanted)[0])
+            positions = self.position[moved] @ self.group.turn[turn_b]  # rows: Aᵀ q
+            positions = positions - positions[moved == second][0]
+        positions = positions + self.position[first] + np.asarray(offset)
+        cells = list(map(tuple, positions.tolist()))
+        occupied = self.occupied[a]
+        if any(cell in occupied for cell in cells):
             return False
-        together = np.concatenate([self.position[kept], positions])
-        if self.frame_limited and (np.ptp(together, axis=0) >= self.side).any():
+        low = np.minimum(self.low[a], positions.min(axis=0))
+        high = np.maximum(self.high[a], positions.max(axis=0))
+        if self.frame_limited and (high - low >= self.side).any():
             return False
         self.position[moved] = positions
-        self.version[moved] = compose[self.version[moved], turn_b]
+        if turn_b:
+            self.version[moved] = self.group.compose[self.version[moved], turn_b]
         self.cluster_of[moved] = a
         self.members[a].extend(self.members.pop(b))
+        occupied.update(cells)
+        del self.occupied[b]
+        self.low[a], self.high[a] = low, high
         return True
 
 
@@ -358,6 +388,27 @@ def local_costs(grid: np.ndarray, right: np.ndarray, down: np.ndarray) -> np.nda
     return cost.reshape(side * side, -1)
 
 
+def cell_costs(grid: np.ndarray, cells: np.ndarray, right: np.ndarray, down: np.ndarray):
+    """[cells, states]: the seam cost of every state in the given cells of `grid` (raster
+    numbers) beside their placed neighbours (−1 = empty)."""
+    height, width = grid.shape
+    rows, columns = np.divmod(cells, width)
+    padded = np.full((height + 2, width + 2), -1, dtype=grid.dtype)
+    padded[1:-1, 1:-1] = grid
+    cost = np.zeros((len(cells), right.shape[0]))
+    for step, matrix, before in (
+        ((0, -1), right, True),
+        ((0, 1), right, False),
+        ((-1, 0), down, True),
+        ((1, 0), down, False),
+    ):
+        beside = padded[rows + 1 + step[0], columns + 1 + step[1]]
+        has = beside >= 0
+        if has.any():
+            cost[has] += matrix[beside[has]] if before else matrix[:, beside[has]].T
+    return cost
+
+
 def fill(grid: np.ndarray, right: np.ndarray, down: np.ndarray, versions: int) -> np.ndarray:
     """Fill the empty cells, most constrained first (most placed neighbours), each with the
     unused piece (in its best version) that fits its neighbours best."""
@@ -366,13 +417,12 @@ def fill(grid: np.ndarray, right: np.ndarray, down: np.ndarray, versions: int) -
     used = np.zeros(piece_of.max() + 1, dtype=bool)
     used[grid[grid >= 0] // versions] = True
     while (grid < 0).any():
-        placed = np.pad(grid >= 0, 1)
-        neighbours = (
-            placed[:-2, 1:-1].astype(int) + placed[2:, 1:-1] + placed[1:-1, :-2] + placed[1:-1, 2:]
-        )
+        placed = np.zeros((grid.shape[0] + 2, grid.shape[1] + 2), dtype=np.int64)
+        placed[1:-1, 1:-1] = grid >= 0
+        neighbours = placed[:-2, 1:-1] + placed[2:, 1:-1] + placed[1:-1, :-2] + placed[1:-1, 2:]
         neighbours[grid >= 0] = -1
         cells = np.flatnonzero(neighbours.ravel() == neighbours.max())
-        cost = local_costs(grid, right, down)[cells]
+        cost = cell_costs(grid, cells, right, down)
         cost[:, used[piece_of]] = np.inf
         cell, state = np.unravel_index(np.argmin(cost), cost.shape)
         grid.flat[cells[cell]] = state
@@ -422,23 +472,64 @@ def refine(grid: np.ndarray, right: np.ndarray, down: np.ndarray, versions: int)
     return grid
 
 
+def merge_runs(group_size: int) -> list[tuple[float, float]]:
+    """(prediction weight, merge-order noise) of each Kruskal run: the solver's own seams first,
+    then other weights of the prediction error, then those with the merge order perturbed."""
+    runs = MERGE_RUNS if group_size == 1 else GROUP_MERGE_RUNS
+    return [
+        (RUN_WEIGHTS[run % len(RUN_WEIGHTS)], 0.0 if run < len(RUN_WEIGHTS) else RUN_NOISE)
+        for run in range(runs)
+    ]
+
+
 def solve(pieces: np.ndarray, side: int, group: str = "none", frame_limited: bool = True):
     """Arrange `side × side` pieces ([P, M, M, C], ciphertext blocks) into a square frame;
-    returns (piece, version) numbers per cell in raster order, each [side²]."""
+    returns (piece, version) numbers per cell in raster order, each [side²].
+
+    Several Kruskal runs (`merge_runs`: the prediction error weighted differently in the merge
+    order, then that order perturbed by seeded noise) each give an arrangement, framed, filled and
+    polished; the arrangement as received is one more start. The one with the lowest total seam
+    dissimilarity wins: chosen from the ciphertext alone."""
     count = len(pieces)
     if count != side * side:
         raise PatchveilError(f"{count} pieces do not fill a {side}×{side} frame")
     elements = piece_group(group, pieces.shape[1])
     versions = elements.size
     states = group_versions(pieces, group) if group != "none" else pieces[:, None]
-    right, down = dissimilarities(states.reshape(count * versions, *pieces.shape[1:]))
+    parts = seam_parts(states.reshape(count * versions, *pieces.shape[1:]))
     piece_of = np.arange(count * versions) // versions
     same = piece_of[:, None] == piece_of[None, :]
-    right[same] = np.inf
-    down[same] = np.inf
-    core = assemble((right, down), count, elements, side, frame_limited)
+
+    def seams(weight: float) -> list[np.ndarray]:
+        out = [gradient + weight * prediction for gradient, prediction in parts]
+        for matrix in out:
+            matrix[same] = np.inf
+        return out
+
+    right, down = seams(PREDICTION_WEIGHT)
     finite_right = np.where(np.isfinite(right), right, 1e30)
     finite_down = np.where(np.isfinite(down), down, 1e30)
+    # The arrangement as received is one more start (it wins where nothing was scrambled).
+    starts = [np.arange(count).reshape(side, side) * versions]
+    for run, (weight, noise) in enumerate(merge_runs(versions)):
+        costs = seams(weight)
+        if noise:
+            random = np.random.default_rng(run)
+            costs = [
+                matrix * np.exp(noise * random.standard_normal(matrix.shape)) for matrix in costs
+            ]
+        core = assemble((costs[0], costs[1]), count, elements, side, frame_limited)
+        starts.append(frame(core, side, finite_right, finite_down, versions))
+    solutions = [polish(start, finite_right, finite_down, versions) for start in starts]
+    grid = min(solutions, key=lambda grid: total_cost(grid, finite_right, finite_down)).ravel()
+    return grid // versions, grid % versions
+
+
+def frame(
+    core: np.ndarray, side: int, right: np.ndarray, down: np.ndarray, versions: int
+) -> np.ndarray:
+    """The cluster `core` put into the `side × side` frame at the offset (of at most
+    MAX_OFFSETS) whose greedy filling costs least, filled."""
     height, width = core.shape
     offsets = [(top, left) for top in range(side - height + 1) for left in range(side - width + 1)]
     if len(offsets) > MAX_OFFSETS:
@@ -448,15 +539,11 @@ def solve(pieces: np.ndarray, side: int, group: str = "none", frame_limited: boo
     for top, left in offsets:
         grid = np.full((side, side), -1, dtype=np.int64)
         grid[top : top + height, left : left + width] = core
-        grid = fill(grid, finite_right, finite_down, versions)
-        total = total_cost(grid, finite_right, finite_down)
+        grid = fill(grid, right, down, versions)
+        total = total_cost(grid, right, down)
         if total < best_total:
             best_grid, best_total = grid, total
-    # The arrangement as received is one more start (it wins where nothing was scrambled).
-    starts = [best_grid, np.arange(count).reshape(side, side) * versions]
-    solutions = [polish(start, finite_right, finite_down, versions) for start in starts]
-    grid = min(solutions, key=lambda grid: total_cost(grid, finite_right, finite_down)).ravel()
-    return grid // versions, grid % versions
+    return best_grid
 
 
 def polish(grid: np.ndarray, right: np.ndarray, down: np.ndarray, versions: int) -> np.ndarray:
@@ -472,14 +559,13 @@ def polish(grid: np.ndarray, right: np.ndarray, down: np.ndarray, versions: int)
 
 def best_roll(grid: np.ndarray, right: np.ndarray, down: np.ndarray) -> np.ndarray:
     """The cyclic shift of the whole grid with the lowest total seam cost (a picture assembled
-    across the frame's edge comes back whole)."""
-    side = grid.shape[0]
-    rolls = [
-        np.roll(grid, (rows, columns), axis=(0, 1))
-        for rows in range(side)
-        for columns in range(side)
-    ]
-    return min(rolls, key=lambda rolled: total_cost(rolled, right, down))
+    across the frame's edge comes back whole): on the torus every shift keeps the same seams but
+    one column and one row of them, so the cut goes where those cost the most."""
+    across = right[grid, np.roll(grid, -1, axis=1)].sum(axis=0)  # seams after each column
+    along = down[grid, np.roll(grid, -1, axis=0)].sum(axis=1)  # seams below each row
+    row, column = int(np.argmax(along)), int(np.argmax(across))
+    side_rows, side_columns = grid.shape
+    return np.roll(grid, (side_rows - 1 - row, side_columns - 1 - column), axis=(0, 1))
 
 
 def reconstruct(
