@@ -15,6 +15,7 @@ def ensure_ray(
     config: PlatformConfig | None = None,
     num_cpus: int | None = None,
     log_to_driver: bool = False,
+    log_level: str | None = None,
 ) -> str:
     """Make sure this process talks to Ray; return "connected", "started" or "running".
 
@@ -23,21 +24,29 @@ def ensure_ray(
     least 4, so a training worker, Ray Data and the small tenant actors all fit) and no
     dashboard. A Ray already initialised in this process (a test session, a notebook) is kept.
     `config` is accepted so callers pass what they have; the address comes from the environment.
-    `log_to_driver` shows the workers' output (training progress) on this process's console.
+    `log_to_driver` shows the workers' output (training progress) on this process's console;
+    `log_level` (e.g. "WARNING") is the level of Ray's and the workers' Python loggers.
     """
     import ray
 
     if ray.is_initialized():
         return "running"
     address = os.environ.get(RAY_ADDRESS_ENV, "")
+    logging_config = ray.LoggingConfig(log_level=log_level) if log_level else None
     if address:
-        ray.init(address=address, namespace=NAMESPACE, log_to_driver=log_to_driver)
+        ray.init(
+            address=address,
+            namespace=NAMESPACE,
+            log_to_driver=log_to_driver,
+            logging_config=logging_config,
+        )
         return "connected"
     ray.init(
         num_cpus=num_cpus or max(4, os.cpu_count() or 1),
         include_dashboard=False,
         namespace=NAMESPACE,
         log_to_driver=log_to_driver,
+        logging_config=logging_config,
         runtime_env={"worker_process_setup_hook": f"{__name__}.quiet_local_worker_logs"},
     )
     return "started"
