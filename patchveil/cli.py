@@ -155,6 +155,16 @@ def cmd_ciphers(args: argparse.Namespace) -> int:
     for name, size, summary in table:
         print(f"{name:<14}{size:>18.1f}  {summary}")
     print("Key-space size counts distinct transforms; it is not a security claim.")
+    from patchveil.presets import load_presets
+
+    presets = load_presets()
+    print(f"Presets (measured in {presets.source.name}, commit {presets.commit[:10] or '?'}):")
+    for preset in presets.presets:
+        print(f"  {preset.name}{' (default)' if preset.default else ''}: {preset.summary()}")
+    if not presets.presets:
+        print("  none measured yet (`patchveil tune` writes them)")
+    elif presets.default is None:
+        print("  no default: no measured configuration kept the strongest attack below the bar")
     return 0
 
 

@@ -40,6 +40,13 @@ def check_onboarding_arguments(args: argparse.Namespace) -> None:
         if not Path(args.config).is_file():
             raise PatchveilError(f"onboarding file {args.config} does not exist")
         return
+    if args.preset:
+        from patchveil.presets import apply_preset
+
+        args.cipher, args.block_size, preset_params = apply_preset(
+            args.preset, args.cipher, args.block_size, _params(args.param)
+        )
+        args.param = list(preset_params.items())
     missing = [
         name for name in ("tenant", "source", "cipher", "block_size") if not getattr(args, name)
     ]
@@ -248,6 +255,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    import sys
+
+    from patchveil.experiments.frontier import options_of
+    from patchveil.pipelines.frontier import tune_privacy_frontier
+
+    _use_home(args)
+    result = tune_privacy_frontier(options_of(args), command=["patchveil", *sys.argv[1:]])
+    default = result["default_preset"] or "none: no trial kept the attack below the bar"
+    _print(
+        result,
+        args.json,
+        f"{result['trials']} trials, front: {', '.join(result['pareto']) or 'empty'}\n"
+        f"  default preset: {default}\n  results: {result['out']}",
+    )
+    return 0
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--home", type=Path, help="platform home (default: $PATCHVEIL_HOME or ./.patchveil)"
@@ -256,7 +281,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def add_platform_commands(commands: argparse._SubParsersAction, param_type: Any) -> None:
-    """Register `tenant`, `dataset`, `model`, `onboarding` and `train` on the main parser."""
+    """Register `tenant`, `dataset`, `model`, `onboarding`, `tune` and `train` on the main parser."""
     tenant = commands.add_parser(
         "tenant", help="onboard, list, rotate the key of, or remove tenants"
     )
@@ -286,6 +311,10 @@ def add_platform_commands(commands: argparse._SubParsersAction, param_type: Any)
     )
     onboard.add_argument("--dataset", help="dataset name (default: <cipher>-b<block>-s<size>)")
     onboard.add_argument("--config", type=Path, help="YAML/JSON file listing many tenants")
+    onboard.add_argument(
+        "--preset",
+        help="cipher, block size and parameters of a measured preset (`patchveil ciphers`)",
+    )
     onboard.set_defaults(handler=cmd_tenant_onboard)
 
     listing = tenant_commands.add_parser("list", help="registered tenants")
@@ -331,6 +360,15 @@ def add_platform_commands(commands: argparse._SubParsersAction, param_type: Any)
     onboarding.add_argument("--cron", default="*/10 * * * *", help="schedule for `serve`")
     onboarding.add_argument("--shard-size", type=bounded_int(1, 1_000_000), default=1000)
     onboarding.set_defaults(handler=cmd_onboarding)
+
+    tune = commands.add_parser(
+        "tune", help="map accuracy against attack success with Ray Tune; writes the presets"
+    )
+    _common(tune)
+    from patchveil.experiments.options import add_frontier_arguments
+
+    add_frontier_arguments(tune)
+    tune.set_defaults(handler=cmd_tune)
 
     train = commands.add_parser(
         "train", help="train the shared ViT on a dataset version (Ray Train)"
