@@ -34,6 +34,13 @@ class KeyStream:
         self._offset = _CHUNK_BYTES  # bytes of the current chunk already read
 
     def read(self, count: int) -> bytes:
+        if self._offset == _CHUNK_BYTES and 0 < count <= _CHUNK_BYTES:
+            # At a chunk boundary, for at most one chunk: one hash, no joining.
+            self._counter += 1
+            self._xof = hashlib.shake_256(self._prefix + self._counter.to_bytes(8, "big"))
+            self._chunk = self._xof.digest(count)
+            self._offset = count
+            return self._chunk
         parts = []
         while count > 0:
             if self._offset == _CHUNK_BYTES:

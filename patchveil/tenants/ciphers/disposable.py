@@ -32,9 +32,8 @@ from patchveil.tenants.ciphers.hazmat import (
     block_index,
     channel_orders,
     dihedral_orders,
+    move_and_transform_blocks,
     move_blocks,
-    reorder_in_blocks,
-    xor_blocks,
 )
 from patchveil.tenants.keys import CipherSpec, Key, ParamValue
 
@@ -99,12 +98,11 @@ class DisposableCipher(Cipher):
     def _draw(self, nonces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per image: a block order (N, blocks) and a group element per block (N, blocks)."""
         count = self._blocks.shape[0]
-        raw = np.frombuffer(
-            b"".join(
-                self._key.keystream(f"disposable/{int(nonce)}").read(16 * count) for nonce in nonces
-            ),
-            dtype=">u8",
-        ).reshape(len(nonces), 2, count)
+        stream = b"".join(
+            self._key.keystream(f"disposable/{nonce}").read(16 * count) for nonce in nonces.tolist()
+        )
+        # Big-endian 64-bit values, sorted in native byte order (the same values, sorted faster).
+        raw = np.frombuffer(stream, dtype=">u8").astype(np.uint64).reshape(len(nonces), 2, count)
         # argsort of 64-bit uniform values: a uniform permutation (ties have probability ~2^-52).
         if self._windows is None:
             block_order = np.argsort(raw[:, 0], axis=1, kind="stable")
@@ -151,11 +149,12 @@ class DisposableCipher(Cipher):
                 flat, out, block_order, flips, moves, orders, size, block_size, device
             )
             return
-        move_blocks(flat, out, block_order, size, block_size)
-        if flips is not None:
-            xor_blocks(out, flips, size, block_size)
-        if moves is not None:
-            reorder_in_blocks(out, moves, orders, size, block_size)
+        if flips is None and moves is None:
+            move_blocks(flat, out, block_order, size, block_size)
+        else:
+            move_and_transform_blocks(
+                flat, out, block_order, flips, moves, orders, size, block_size
+            )
 
     @classmethod
     def check_params_fit(cls, spec: CipherSpec) -> None:
