@@ -86,3 +86,18 @@ def test_bad_input_is_refused() -> None:
         solve(np.zeros((3, 4, 4, 3), dtype=np.uint8), 2)
     with pytest.raises(PatchveilError, match="does not divide"):
         reconstruct(np.zeros((1, 16, 16, 3), dtype=np.uint8), 4, window=3)
+
+
+def test_the_best_cyclic_shift_is_the_cheapest_of_all_shifts() -> None:
+    from patchveil.audit.jigsaw_mgc import best_roll, border_costs, total_cost
+
+    random = np.random.default_rng(1)
+    for side in (2, 3, 5):
+        right, down = random.random((2, side * side, side * side))
+        border = border_costs(right, down)
+        grid = random.permutation(side * side).reshape(side, side)
+        for edge in (None, border):
+            shifts = [np.roll(grid, (a, b), axis=(0, 1)) for a in range(side) for b in range(side)]
+            cheapest = min(total_cost(shifted, right, down, edge) for shifted in shifts)
+            chosen = total_cost(best_roll(grid, right, down, edge), right, down, edge)
+            assert chosen == pytest.approx(cheapest)
