@@ -200,8 +200,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "per image)",
         "solvers": {
             "strong": "MGC + prediction seams, best buddies, Kruskal-style merges, frame "
-            "placement, shift/swap refinement; window- and group-aware "
-            "(patchveil/audit/jigsaw_mgc.py)",
+            "placement, shift/swap refinement with a frame-edge cost; several merge runs "
+            "(8 without a group, 1 with one), the lowest total cost kept; window- and "
+            "group-aware (patchveil/audit/jigsaw_mgc.py)",
             "greedy": "greedy raster placement from every start (patchveil/audit/jigsaw.py)",
         },
         "scores": "patchveil/audit/scoring.py (direct, neighbour, largest component, SSIM, PSNR)",
