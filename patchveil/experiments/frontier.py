@@ -317,8 +317,8 @@ def markdown(payload: dict[str, Any]) -> str:
     lines += [
         "",
         "Own key: validation images under each tenant's own key; fresh key: the same images under",
-        "a key made after training; plain: a standard ViT on plain images with the same block size,",
-        "depth, width, learning rate, block cutmix and epochs. Linkage rank-1: how often a gallery",
+        "a key made after training; plain: a standard ViT on the same plain images with the same",
+        "block size, depth, width and epochs (learning rate 1e-3, no cutmix). Linkage rank-1: how often a gallery",
         "of plain images ranks the ciphertext's source first (expected ~100% for every key-free",
         "cipher: the threat model says so). Epochs a/b: trained a of b (ASHA stopped it early).",
         "Every Pareto trial is a preset (`patchveil ciphers` lists them, `patchveil tenant onboard",

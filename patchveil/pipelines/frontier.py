@@ -9,6 +9,7 @@ search itself (`patchveil.tune`) sees ciphertext and numbers only.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict
 from typing import Any
 
@@ -18,10 +19,15 @@ from prefect.cache_policies import NO_CACHE
 from patchveil.experiments.frontier import FrontierOptions, run_frontier
 
 
+def _console(line: str) -> None:
+    # Straight to the terminal: the CLI may route Prefect's own log records to a file.
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 @task(name="search-frontier", persist_result=False, cache_policy=NO_CACHE)
 def search_frontier(options: FrontierOptions, command: list[str] | None) -> dict[str, Any]:
-    logger = get_run_logger()
-    return run_frontier(options, progress=logger.info, command=command)
+    return run_frontier(options, progress=_console, command=command)
 
 
 @flow(name="tune-privacy-frontier", persist_result=False)

@@ -22,6 +22,8 @@ from patchveil.tune.space import SearchSpace, TrialConfig, suggest, trial_config
 from patchveil.tune.trial import TrialExperiment, frontier_trial
 
 ProgressCallback = Callable[[str], None]
+#: CPUs a trial holds beside its Train workers when they run in their own actors.
+COORDINATOR_CPUS = 0.1
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,8 @@ def _trainable(experiment: TrialExperiment, settings: TuneSettings) -> Any:
     trial_resources: dict[str, float] = {"CPU": settings.cpus_per_trial}
     if settings.num_workers > 0:
         cpus_per_worker = settings.cpus_per_trial / settings.num_workers
-        trial_resources = {"CPU": 0}
+        # The trial only coordinates (and runs the attack); Ray refuses an empty request.
+        trial_resources = {"CPU": COORDINATOR_CPUS}
     trainable = functools.partial(
         frontier_trial,
         num_workers=settings.num_workers,

@@ -15,6 +15,8 @@ from patchveil.models.vit import VIT_SIZES, ModelSpec
 #: The per-image cipher every searched configuration uses; `plain` only for the references.
 SEARCHED_CIPHER = "disposable"
 PLAIN = "plain"
+#: The plain reference's learning rate (TrainConfig's default).
+PLAIN_LEARNING_RATE = 1e-3
 #: Width of one attention head: a width w gets w // HEAD_WIDTH heads.
 HEAD_WIDTH = 64
 
@@ -115,8 +117,10 @@ class TrialConfig:
         return cls(**{name: value for name, value in data.items() if name in known})
 
     def plain_reference(self) -> TrialConfig:
-        """The same budget on plain images: same block (patch) size, depth, width, learning
-        rate, block cutmix and epochs, the standard ViT with its position embedding."""
+        """The same budget on plain images: the same images, block (patch) size, depth, width
+        and epochs, the standard ViT with its position embedding, trained with the house
+        recipe (`PLAIN_LEARNING_RATE`, no block cutmix) as the paper table's plain row is, so
+        that trials differing only in their tuned learning rate share one reference."""
         return TrialConfig(
             block_size=self.block_size,
             window=0,
@@ -124,8 +128,8 @@ class TrialConfig:
             variant="standard",
             depth=self.depth,
             embed_dim=self.embed_dim,
-            learning_rate=self.learning_rate,
-            block_cutmix=self.block_cutmix,
+            learning_rate=PLAIN_LEARNING_RATE,
+            block_cutmix=0.0,
             epochs=self.epochs,
             image_size=self.image_size,
             size=self.size,

@@ -90,6 +90,9 @@ def test_a_valid_configuration_round_trips_and_builds_its_model() -> None:
     reference = config.plain_reference()
     assert reference.cipher == "plain" and reference.variant == "standard"
     assert (reference.block_size, reference.epochs, reference.learning_rate) == (4, 1, 1e-3)
+    assert _config(learning_rate=3e-3, block_cutmix=0.0).plain_reference() == reference.__class__(
+        **{**reference.to_json(), "block_cutmix": 0.0}
+    )
     check_config(reference)
 
 
