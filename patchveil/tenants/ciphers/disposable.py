@@ -65,7 +65,7 @@ class DisposableCipher(Cipher):
     summary = "fresh key per image: random block order + per-block group element"
     per_image = True
     defaults: ClassVar[Mapping[str, ParamValue]] = {"group": "np_cs", "window": 0}
-    # The gathered blocks of one in-block order and their reordered copy.
+    # The blocks gathered in work order, their two row indices, one order's reordered slice.
     working_copies = 3
 
     def __init__(self, key: Key) -> None:
@@ -127,7 +127,8 @@ class DisposableCipher(Cipher):
     ) -> None:
         # Encrypted block j = plain block block_order[j], elements in order orders[element[j]],
         # XOR flips[element[j]] (0 or 0xFF over the whole block, so it commutes with the order).
-        # Whole blocks move in one gather; then each block's flip and in-block order, in place.
+        # Whole blocks move in one gather of block rows; blocks that also flip or reorder are
+        # worked on grouped by their order, then put back (`move_and_transform_blocks`).
         block_order, element = self._draw(nonces)
         size, block_size = self.spec.image_size, self.spec.block_size
         if inverse:

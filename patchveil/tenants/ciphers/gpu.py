@@ -65,7 +65,7 @@ def move_blocks_on_device(
     block_size: int,
     device: str,
 ) -> None:
-    """On `device`, what `move_blocks`, `xor_blocks` and `reorder_in_blocks` do in turn: block j
+    """On `device`, what `move_and_transform_blocks` does: block j
     of image n := block `block_order[n, j]`, XOR `flip_values[n, j]`, elements in order
     `element_orders[move_index[n, j]]` (each step skipped when its array is None)."""
     count = len(flat)
