@@ -16,14 +16,36 @@ from patchveil.cli_types import bounded_float, bounded_int, image_side, positive
 from patchveil.errors import PatchveilError
 
 
-def _use_home(args: argparse.Namespace) -> None:
-    """Point the flows (which read PlatformConfig.from_env()) and Prefect at the platform home."""
+def _use_home(args: argparse.Namespace, runs_flows: bool = True) -> None:
+    """Point the flows (which read PlatformConfig.from_env()) and Prefect at the platform home;
+    for a command that runs flows, Prefect's logs go to `<home>/logs/patchveil.log`, not the
+    console, unless --verbose."""
     if getattr(args, "home", None):
         os.environ["PATCHVEIL_HOME"] = str(Path(args.home).resolve())
     from patchveil.config import PlatformConfig
     from patchveil.pipelines.prefect_home import use_platform_home_for_prefect
 
-    use_platform_home_for_prefect(PlatformConfig.from_env())
+    config = PlatformConfig.from_env()
+    use_platform_home_for_prefect(config)
+    if runs_flows and not getattr(args, "verbose", False):
+        from patchveil.console import quiet_services
+
+        quiet_services(config.log_dir / "patchveil.log")
+
+
+def _start_ray(args: argparse.Namespace, progress: bool = False) -> None:
+    """Start (or join) Ray for a command: workers' output on the console only for `progress`
+    (training's per-epoch lines) or --verbose; Ray's own loggers at WARNING unless --verbose."""
+    from patchveil.config import PlatformConfig
+    from patchveil.console import QUIET_RAY_LOG_LEVEL
+    from patchveil.pipelines.ray_runtime import ensure_ray
+
+    verbose = getattr(args, "verbose", False)
+    ensure_ray(
+        PlatformConfig.from_env(),
+        log_to_driver=progress or verbose,
+        log_level=None if verbose else QUIET_RAY_LOG_LEVEL,
+    )
 
 
 def _print(result: Any, as_json: bool, text: str) -> None:
@@ -71,6 +93,7 @@ def check_onboarding_arguments(args: argparse.Namespace) -> None:
 def cmd_tenant_onboard(args: argparse.Namespace) -> int:
     check_onboarding_arguments(args)
     _use_home(args)
+    _start_ray(args)
     from patchveil.pipelines.onboarding import onboard_tenant, onboard_tenants
 
     if args.config:
@@ -106,7 +129,7 @@ def _onboarded_line(tenant: dict[str, Any]) -> str:
 
 
 def cmd_tenant_list(args: argparse.Namespace) -> int:
-    _use_home(args)
+    _use_home(args, runs_flows=False)
     from patchveil.config import PlatformConfig
     from patchveil.registry import Registry
 
@@ -135,6 +158,7 @@ def cmd_tenant_list(args: argparse.Namespace) -> int:
 
 def cmd_tenant_rotate(args: argparse.Namespace) -> int:
     _use_home(args)
+    _start_ray(args)
     from patchveil.pipelines.rotation import rotate_tenant_key
 
     result = rotate_tenant_key(args.tenant, str(args.key_store) if args.key_store else None)
@@ -149,6 +173,7 @@ def cmd_tenant_rotate(args: argparse.Namespace) -> int:
 
 def cmd_tenant_remove(args: argparse.Namespace) -> int:
     _use_home(args)
+    _start_ray(args)
     from patchveil.pipelines.removal import offboard_tenant
 
     result = offboard_tenant(args.tenant)
@@ -166,7 +191,7 @@ def cmd_tenant_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_dataset_list(args: argparse.Namespace) -> int:
-    _use_home(args)
+    _use_home(args, runs_flows=False)
     from patchveil.config import PlatformConfig
     from patchveil.datasets.manifest import list_versions
 
@@ -182,7 +207,7 @@ def cmd_dataset_list(args: argparse.Namespace) -> int:
 
 
 def cmd_model_list(args: argparse.Namespace) -> int:
-    _use_home(args)
+    _use_home(args, runs_flows=False)
     from patchveil.config import PlatformConfig
     from patchveil.registry import Registry
 
@@ -209,6 +234,7 @@ def cmd_model_list(args: argparse.Namespace) -> int:
 
 def cmd_onboarding(args: argparse.Namespace) -> int:
     _use_home(args)
+    _start_ray(args)
     from patchveil.pipelines.inbox import ingest_inboxes, serve_onboarding
 
     if args.action == "serve":
@@ -221,11 +247,9 @@ def cmd_onboarding(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     _use_home(args)
-    from patchveil.config import PlatformConfig
-    from patchveil.pipelines.ray_runtime import ensure_ray
     from patchveil.pipelines.training import train_shared_model
 
-    ensure_ray(PlatformConfig.from_env(), log_to_driver=True)  # per-epoch progress lines
+    _start_ray(args, progress=True)  # per-epoch progress lines
     result = train_shared_model(
         dataset_name=args.dataset,
         dataset_version=args.dataset_version,
@@ -278,6 +302,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--home", type=Path, help="platform home (default: $PATCHVEIL_HOME or ./.patchveil)"
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Prefect's and Ray's logs here (default: <home>/logs/patchveil.log)",
+    )
 
 
 def add_platform_commands(commands: argparse._SubParsersAction, param_type: Any) -> None:

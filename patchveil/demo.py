@@ -42,28 +42,6 @@ def stage(title: str) -> None:
     print(f"\n== {title}", flush=True)
 
 
-def quiet_console() -> None:
-    """The console shows the stages, the training progress and the results; Prefect's and Ray's
-    own logs go to a file (`send_logs_to`). Call before Prefect or Ray is imported."""
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
-    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-
-
-def send_logs_to(log_file: Path) -> None:
-    """Prefect's and Ray's driver-side loggers also write everything from INFO up to `log_file`."""
-    import logging
-
-    handler = logging.FileHandler(log_file)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.setLevel(logging.INFO)
-    for name in ("prefect", "ray"):
-        logger = logging.getLogger(name)
-        logger.addHandler(handler)
-        for other in logger.handlers:
-            if other is not handler and isinstance(other, logging.StreamHandler):
-                other.setLevel(logging.WARNING)
-
-
 def main() -> None:
     started = time.perf_counter()
     out = Path(os.environ.get("PATCHVEIL_DEMO_DIR", "demo-output")).resolve()
@@ -73,8 +51,9 @@ def main() -> None:
     out.mkdir(parents=True)
     # The platform's home (registry, datasets, checkpoints, Prefect state) for this demo.
     os.environ["PATCHVEIL_HOME"] = str(out / "platform")
-    log_file = out / "demo.log"
-    quiet_console()
+    from patchveil.console import QUIET_RAY_LOG_LEVEL, quiet_services
+
+    log_file = quiet_services(out / "demo.log")
     from patchveil.config import PlatformConfig
     from patchveil.pipelines.prefect_home import use_platform_home_for_prefect
 
@@ -99,8 +78,7 @@ def main() -> None:
     from patchveil.pipelines.onboarding import onboard_tenants
     from patchveil.pipelines.ray_runtime import ensure_ray
 
-    ensure_ray(config, log_to_driver=True, log_level="WARNING")
-    send_logs_to(log_file)
+    ensure_ray(config, log_to_driver=True, log_level=QUIET_RAY_LOG_LEVEL)
     plan = {
         "defaults": {"cipher": CIPHER, "block_size": BLOCK_SIZE, "params": CIPHER_PARAMS},
         "tenants": [
@@ -214,7 +192,7 @@ def main() -> None:
 
     print(
         f"\ndemo finished in {time.perf_counter() - started:.0f} s; outputs in {out}; "
-        f"Prefect's and Ray's logs in {log_file}"
+        f"Prefect's logs in {log_file}"
     )
 
 

@@ -1,0 +1,48 @@
+"""What a person at the console sees: the stages, progress and results of a command; Prefect's
+logs go to a file instead (named at the end) and Ray keeps only warnings, unless --verbose."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# The level of Ray's and its workers' Python loggers when the console is kept quiet (Ray's own
+# complete logs stay in its session folder, /tmp/ray/session_latest/logs).
+QUIET_RAY_LOG_LEVEL = "WARNING"
+PREFECT_LOGGING_FILE = "prefect-logging.yml"
+
+
+def quiet_services(log_file: Path) -> Path:
+    """Before Prefect or Ray is first used: Prefect's console handler writes to `log_file`, and
+    Ray Data draws no progress bars. An operator's own setting of either wins. Returns the file."""
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    if "PREFECT_LOGGING_SETTINGS_PATH" not in os.environ:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        settings = log_file.parent / PREFECT_LOGGING_FILE
+        settings.write_text(prefect_logging_to_file(log_file))
+        os.environ["PREFECT_LOGGING_SETTINGS_PATH"] = str(settings)
+    # Now, not at the first flow: once Ray has put a handler on the root logger, Prefect only
+    # adjusts levels and would never add its own handlers.
+    from prefect.logging.configuration import setup_logging
+
+    setup_logging()
+    return log_file
+
+
+def prefect_logging_to_file(log_file: Path) -> str:
+    """Prefect's default logging configuration with its console handler writing to a file."""
+    import importlib.util
+
+    import yaml
+
+    spec = importlib.util.find_spec("prefect")
+    assert spec is not None and spec.origin is not None
+    default = Path(spec.origin).parent / "logging" / "logging.yml"
+    config = yaml.safe_load(default.read_text())
+    config["handlers"]["console"] = {
+        "level": 0,
+        "class": "logging.FileHandler",
+        "formatter": "standard",
+        "filename": str(log_file),
+    }
+    return yaml.safe_dump(config, sort_keys=False)
