@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from patchveil.audit.embedding import EmbeddingNet, accuracy, images_to_tensor
+from patchveil.audit.scoring import psnr, ssim
 from patchveil.errors import PatchveilError
 from patchveil.groups import window_of_blocks
 from patchveil.tenants.ciphers import Cipher, create_cipher
@@ -247,42 +248,6 @@ def invert(
     return np.concatenate(parts) if parts else np.zeros_like(ciphertexts)
 
 
-def ssim(reference: np.ndarray, images: np.ndarray, data_range: float = 255.0) -> np.ndarray:
-    """Per-image SSIM of uint8 [N, H, W, C] pairs: scikit-image's `structural_similarity`
-    defaults (7×7 uniform window, K1 0.01, K2 0.03, sample covariance, borders cropped) with
-    `data_range=255, channel_axis=-1`, i.e. the mean over channels and valid windows.
-
-    Written here because scikit-image is not among the locked dependencies; inside the cropped
-    area every window lies within the image, so a valid 7×7 average pool is exactly its filter.
-    """
-    if reference.shape != images.shape or reference.ndim != 4:
-        raise PatchveilError(
-            f"ssim needs equal [N, H, W, C] shapes, got {reference.shape}, {images.shape}"
-        )
-    size = 7
-    x = torch.from_numpy(reference.astype(np.float64)).permute(0, 3, 1, 2)
-    y = torch.from_numpy(images.astype(np.float64)).permute(0, 3, 1, 2)
-
-    def mean(values: torch.Tensor) -> torch.Tensor:
-        return nn.functional.avg_pool2d(values, size, stride=1)
-
-    mx, my = mean(x), mean(y)
-    norm = size * size / (size * size - 1)
-    vx = norm * (mean(x * x) - mx * mx)
-    vy = norm * (mean(y * y) - my * my)
-    vxy = norm * (mean(x * y) - mx * my)
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    index = ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-    return index.mean(dim=(1, 2, 3)).numpy()
-
-
-def psnr(reference: np.ndarray, images: np.ndarray, data_range: float = 255.0) -> np.ndarray:
-    """Per-image PSNR (dB) of uint8 pairs, as `skimage.metrics.peak_signal_noise_ratio`."""
-    error = ((reference.astype(np.float64) - images.astype(np.float64)) ** 2).mean(axis=(1, 2, 3))
-    with np.errstate(divide="ignore"):
-        return 10 * np.log10(data_range**2 / error)
-
-
 def _finite_mean(values: np.ndarray, cap: float = 100.0) -> float:
     """Mean with identical images (infinite PSNR) counted at `cap` dB."""
     return float(np.minimum(values, cap).mean())
@@ -334,7 +299,7 @@ def audit_inversion(
     )
     ciphertexts = victim_encrypt(spec, test_images)
     inverted = invert(model, ciphertexts, device=device)
-    inverted_ssim = ssim(test_images, inverted)
+    inverted_ssim = ssim(inverted, test_images)
     result = InversionResult(
         cipher=spec.name,
         params=spec.param_dict,
@@ -344,10 +309,10 @@ def audit_inversion(
         train_steps=steps,
         test_images=len(test_images),
         ssim=float(inverted_ssim.mean()),
-        psnr=_finite_mean(psnr(test_images, inverted)),
+        psnr=_finite_mean(psnr(inverted, test_images)),
         ssim_median=float(np.median(inverted_ssim)),
-        ciphertext_ssim=float(ssim(test_images, ciphertexts).mean()),
-        ciphertext_psnr=_finite_mean(psnr(test_images, ciphertexts)),
+        ciphertext_ssim=float(ssim(ciphertexts, test_images).mean()),
+        ciphertext_psnr=_finite_mean(psnr(ciphertexts, test_images)),
         recognisability=accuracy(classifier, inverted, test_labels, device=device),
         plain_accuracy=accuracy(classifier, test_images, test_labels, device=device),
         ciphertext_accuracy=accuracy(classifier, ciphertexts, test_labels, device=device),

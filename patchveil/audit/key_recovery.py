@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from patchveil.audit.linkage import orbit_keys
+from patchveil.audit.scoring import psnr, ssim
 from patchveil.tenants.ciphers.hazmat import (
     ALL_CHANNEL_PERMUTATIONS,
     block_index,
@@ -570,8 +571,8 @@ def score_in_block_key(
         ps_recovered=ps,
         np_chance=chance[1],
         ps_chance=chance[0],
-        ssim=float(np.mean([ssim(x, y) for x, y in zip(attempt, reference_images, strict=True)])),
-        psnr=float(np.mean([psnr(x, y) for x, y in zip(attempt, reference_images, strict=True)])),
+        ssim=float(ssim(attempt, reference_images).mean()),
+        psnr=float(psnr(attempt, reference_images).mean()),
         ciphertexts=len(ciphertexts),
     )
 
@@ -586,38 +587,3 @@ def _undo_true(truth: KeyTable, ciphertexts: np.ndarray, model: CipherModel) -> 
     rows = np.arange(len(blocks))[:, None]
     out[:, blocks[rows, offset]] = flat[:, blocks] ^ (flip * model.top).astype(np.uint8)
     return from_units(out, model.unit, image_size)
-
-
-# --- image quality (numpy; the shared scoring module is another part of the audit) -----------
-
-
-def psnr(attempt: np.ndarray, reference: np.ndarray) -> float:
-    """Peak signal-to-noise ratio in dB of uint8 images (100 for identical images)."""
-    error = np.mean((attempt.astype(np.float64) - reference.astype(np.float64)) ** 2)
-    return 100.0 if error == 0 else float(10 * np.log10(255.0**2 / error))
-
-
-def ssim(attempt: np.ndarray, reference: np.ndarray, window: int = 7) -> float:
-    """Mean structural similarity of two uint8 [H, W, 3] images (7×7 uniform window, as
-    scikit-image's default), averaged over channels."""
-    x = attempt.astype(np.float64)
-    y = reference.astype(np.float64)
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    norm = window * window / (window * window - 1)
-
-    def mean_filter(values: np.ndarray) -> np.ndarray:
-        summed = np.cumsum(np.cumsum(np.pad(values, ((1, 0), (1, 0), (0, 0))), 0), 1)
-        box = (
-            summed[window:, window:]
-            - summed[:-window, window:]
-            - summed[window:, :-window]
-            + summed[:-window, :-window]
-        )
-        return box / (window * window)
-
-    mx, my = mean_filter(x), mean_filter(y)
-    vx = norm * (mean_filter(x * x) - mx * mx)
-    vy = norm * (mean_filter(y * y) - my * my)
-    cov = norm * (mean_filter(x * y) - mx * my)
-    value = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-    return float(value.mean())

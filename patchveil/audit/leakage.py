@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from scipy.stats import t as student_t
 from torch import nn
 
 from patchveil.errors import PatchveilError
@@ -37,9 +38,6 @@ Estimator = Literal["mine", "infonce", "smile"]
 ESTIMATORS: tuple[Estimator, ...] = ("mine", "infonce", "smile")
 CriticKind = Literal["separable", "concat"]
 SMILE_CLIP = 5.0
-# Two-sided 95% Student t quantiles by degrees of freedom (no scipy in the environment).
-_T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-          9: 2.262, 10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}  # fmt: skip
 
 
 class SeparableCritic(nn.Module):
@@ -164,7 +162,7 @@ def confidence_interval(values: Sequence[float]) -> tuple[float, float, float]:
     if len(array) < 2:
         return mean, mean, mean
     freedom = len(array) - 1
-    quantile = _T_975.get(freedom) or _T_975[max(k for k in _T_975 if k <= freedom)]
+    quantile = float(student_t.ppf(0.975, freedom))  # two-sided 95%
     half = quantile * float(array.std(ddof=1)) / math.sqrt(len(array))
     return mean, mean - half, mean + half
 
