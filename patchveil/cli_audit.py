@@ -106,6 +106,38 @@ def cmd_audit_linkage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit_keys(args: argparse.Namespace) -> int:
+    from patchveil.audit.key_recovery import known_plaintext_attack, model_of
+
+    ciphertexts = read_batch(args.ciphertexts, "ciphertexts")
+    plain = read_batch(args.plain, "plain images")
+    _paired(ciphertexts, plain)
+    if len(plain) < 2:
+        raise PatchveilError("known plaintext needs at least 2 pairs: one to attack, one to check")
+    try:
+        model = model_of(args.cipher, args.block_size)
+    except ValueError as error:
+        raise PatchveilError(str(error)) from None
+    # One known pair (the first) is all the attacker gets; the others only score the result.
+    table = known_plaintext_attack(plain[0], ciphertexts[0], model)
+    decrypted = table.decrypt(ciphertexts[1:], model.unit)
+    equal = decrypted == plain[1:]
+    result = {
+        "known_pairs": 1,
+        "other_images": len(plain) - 1,
+        "determined_fraction": float(table.determined.mean()),
+        "pixel_exact": float(equal.mean()),
+        "images_exact": float(equal.reshape(len(equal), -1).all(axis=1).mean()),
+    }
+    _print(
+        result,
+        f"from one known pair: {result['pixel_exact']:.1%} of the other images' values and "
+        f"{result['images_exact']:.1%} of the other images decrypted exactly",
+        args.json,
+    )
+    return 0
+
+
 def cmd_audit_card(args: argparse.Namespace) -> int:
     from patchveil.experiments.audit_card import run
 
@@ -145,6 +177,16 @@ def add_audit_commands(commands: argparse._SubParsersAction, param_type: Any) ->
     linkage.add_argument("--block-size", required=True, type=image_side)
     linkage.add_argument("--json", action="store_true")
     linkage.set_defaults(handler=cmd_audit_linkage)
+
+    keys = actions.add_parser(
+        "keys", help="known plaintext: what one plain/cipher pair gives away of a shared key"
+    )
+    keys.add_argument("--ciphertexts", required=True, type=Path)
+    keys.add_argument("--plain", required=True, type=Path, help="their plain images, in order")
+    keys.add_argument("--cipher", required=True, help="the cipher's (public) name")
+    keys.add_argument("--block-size", required=True, type=image_side)
+    keys.add_argument("--json", action="store_true")
+    keys.set_defaults(handler=cmd_audit_keys)
 
     card = actions.add_parser(
         "card", help="the audit card from the attack benches' results (bench/audit_card.py)"

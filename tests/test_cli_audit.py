@@ -113,3 +113,27 @@ def test_card_without_results_is_one_line(
 ) -> None:
     assert main(["audit", "card", "--results", str(tmp_path), "--no-picture"]) == 2
     assert "no attack results" in capsys.readouterr().err
+
+
+def test_one_known_pair_decrypts_other_images_of_a_shared_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(PASSPHRASE_ENV, raising=False)
+    images = np.random.default_rng(1).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    np.save(tmp_path / "plain.npy", images)
+    store = ["--store", tmp_path / "keys", "--tenant", "bank"]
+    keygen = ["keygen", *store, "--cipher", "conventional", "--block-size", 4, "--image-size", 16]
+    assert main([str(a) for a in keygen]) == 0
+    argv = ["encrypt", *store, "--in", tmp_path / "plain.npy", "--out", tmp_path / "c.npz"]
+    assert main([str(a) for a in argv]) == 0
+    capsys.readouterr()
+    argv = ["audit", "keys", "--ciphertexts", tmp_path / "c.npz", "--plain", tmp_path / "plain.npy"]
+    assert (
+        main([str(a) for a in [*argv, "--cipher", "conventional", "--block-size", 4, "--json"]])
+        == 0
+    )
+    result = json.loads(capsys.readouterr().out)
+    assert result["images_exact"] == 1.0 and result["other_images"] == 3
+    refused = [*argv, "--cipher", "disposable", "--block-size", 4]
+    assert main([str(a) for a in refused]) == 2
+    assert "not a shared-key cipher" in capsys.readouterr().err
