@@ -16,7 +16,8 @@ Of the published kind (Gallagher, CVPR 2012, and its successors), written here f
 3. *Refinement*: the best cyclic shift of the whole grid, then pairwise swaps (and, with a
    group, re-orientations) that lower the total cost, until none does. The total cost is the
    seam dissimilarity plus, for every piece edge on the frame's edge, half its best seam there
-   (`border_costs`: a picture with a dark surround no longer wraps round the frame).
+   (`border_costs`: a picture with a dark surround wraps round the frame less often; the
+   retina photograph comes back ~94% in place under 3 keys of 4, shifted under the fourth).
 4. *Several runs*: steps 2–3 run with the prediction error weighted differently in the merge
    order, then with that order perturbed by seeded noise (`merge_runs`); the arrangement with the
    lowest total cost wins, so the choice needs the ciphertext only. On 8×8 CIFAR puzzles the
