@@ -19,6 +19,7 @@ SOURCES = {
     "jigsaw": "jigsaw_strong.json",
     "linkage_and_keys": "linkage_and_keys.json",
     "leakage_and_inversion": "leakage_and_inversion.json",
+    "model_inversion": "model_inversion.json",
 }
 # Accuracy tables, most trusted first (longer training first).
 ACCURACY_SOURCES = ("paper_table_15_epochs.json", "paper_table.json")
@@ -170,15 +171,25 @@ def build_card(
                 source_row["ciphertext_only"], ("np_recovered", "ps_recovered", "ssim", "psnr")
             )
     for source_row in _rows(sources.get("leakage_and_inversion")):
+        if "null" in str(source_row.get("row", "")) or "pairing" in (
+            source_row.get("params") or {}
+        ):
+            continue  # the shuffled-pairs control, not a cipher
         card_row = row_for(source_row)
         if "inversion" in source_row or "ssim" in source_row:
-            inversion = source_row.get("inversion", source_row)
+            inversion = {**source_row.get("inversion", {}), **source_row}
             card_row.attacks["inversion"] = _pick(inversion, ("ssim", "psnr", "recognisability"))
         leakage = {
             name: source_row[name] for name in ("mine", "infonce", "smile") if name in source_row
         }
         if leakage:
             card_row.attacks["leakage_nats"] = leakage
+    for source_row in _rows(sources.get("model_inversion")):
+        mode = str(source_row.get("mode", "white_box")).replace("-", "_").replace(" ", "_")
+        row_for(source_row).attacks[f"model_inversion_{mode}"] = _pick(
+            source_row,
+            ("queries", "ssim_to_class_mean", "recognisability", "noise_recognisability"),
+        )
     return sorted(rows.values(), key=lambda row: (row.setting.image_size, row.setting.label()))
 
 
