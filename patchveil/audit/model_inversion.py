@@ -1,4 +1,4 @@
-"""Model inversion of the shared model (Nakamura et al.): gradient descent on its input, white-box or by queries."""
+"""Model inversion of the shared model (Nakamura et al.): descent on its input, white- or black-box."""
 
 from __future__ import annotations
 
