@@ -254,8 +254,9 @@ def render_markdown(card: Mapping[str, Any]) -> str:
         "",
         "| setting | px/block | accuracy own / fresh | jigsaw blocks back | jigsaw SSIM | linkage "
         "rank-1 | known-plaintext images exact | in-block key SSIM | inversion SSIM | "
-        "inversion recognisable | MI (nats, InfoNCE) | best reconstruction SSIM |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "inversion recognisable | MI (nats, InfoNCE) | model inversion SSIM to class mean "
+        "(white box) | best reconstruction SSIM |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in card["rows"]:
         accuracy = row.get("accuracy") or {}
@@ -282,11 +283,15 @@ def render_markdown(card: Mapping[str, Any]) -> str:
                     _number((row.get("inversion") or {}).get("ssim")),
                     _percent((row.get("inversion") or {}).get("recognisability")),
                     _number(leakage.get("mean") if isinstance(leakage, Mapping) else leakage),
+                    _number((row.get("model_inversion_white_box") or {}).get("ssim_to_class_mean")),
                     (f"{strongest['ssim']:.2f} ({strongest['attack']})" if strongest else "–"),
                 ]
             )
             + " |"
         )
+    if card.get("picture_rows"):
+        lines += ["", "Picture rows (plain / ciphertext / strongest jigsaw), top to bottom:"]
+        lines += [f"- {title}" for title in card["picture_rows"]]
     return "\n".join(lines) + "\n"
 
 

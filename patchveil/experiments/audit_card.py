@@ -39,6 +39,15 @@ PICTURE = (
 )
 
 
+def picture_rows(images_per_setting: int) -> list[str]:
+    """The titles of the picture's rows, top to bottom."""
+    return [
+        title
+        for title, _, _, image_set in PICTURE
+        for _ in range(images_per_setting if image_set == "cifar" else 1)
+    ]
+
+
 def picture(images_per_setting: int, data: Path | None) -> np.ndarray:
     """Plain / ciphertext / strongest reconstruction rows for the PICTURE settings."""
     from PIL import Image
@@ -111,6 +120,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str
         **provenance(None if argv is None else ["audit_card.py", *argv]),
         "sources": provenance_of_sources(sources),
         "rows": [row.to_json() for row in rows],
+        "picture_rows": [] if args.no_picture else picture_rows(args.picture_images),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / f"{args.name}.json", card)
