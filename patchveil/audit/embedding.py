@@ -10,6 +10,7 @@ epochs on the plain images the auditor holds.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -125,6 +126,16 @@ def train_embedding_net(
 
 
 @torch.no_grad()
+def _batched(
+    function: Any, images: np.ndarray, batch_size: int, device: str | torch.device
+) -> list[torch.Tensor]:
+    """`function` applied to the images batch by batch (on `device`), results on the CPU."""
+    return [
+        function(images_to_tensor(images[start : start + batch_size], device)).cpu()
+        for start in range(0, len(images), batch_size)
+    ]
+
+
 def embed_images(
     model: EmbeddingNet,
     images: np.ndarray,
@@ -133,16 +144,12 @@ def embed_images(
 ) -> np.ndarray:
     """The penultimate-layer embedding [N, D] (float32) of uint8 images [N, H, W, 3]."""
     model = model.to(device).eval()
-    parts = [
-        model.embed(images_to_tensor(images[start : start + batch_size], device)).cpu()
-        for start in range(0, len(images), batch_size)
-    ]
+    parts = _batched(model.embed, images, batch_size, device)
     if not parts:
         return np.zeros((0, model.embedding_dim), dtype=np.float32)
     return torch.cat(parts).numpy().astype(np.float32)
 
 
-@torch.no_grad()
 def predict_labels(
     model: EmbeddingNet,
     images: np.ndarray,
@@ -151,10 +158,7 @@ def predict_labels(
 ) -> np.ndarray:
     """The class the network predicts for each uint8 image [N, H, W, 3]."""
     model = model.to(device).eval()
-    parts = [
-        model(images_to_tensor(images[start : start + batch_size], device)).argmax(1).cpu()
-        for start in range(0, len(images), batch_size)
-    ]
+    parts = _batched(lambda batch: model(batch).argmax(1), images, batch_size, device)
     return torch.cat(parts).numpy() if parts else np.zeros(0, dtype=np.int64)
 
 
