@@ -18,17 +18,11 @@ from patchveil.groups import GROUP_NAMES
 def read_batch(path: Path, what: str) -> np.ndarray:
     """uint8 images [N, H, W, 3] from an `.npz` written by `patchveil encrypt`, a `.npy` batch,
     an image or a folder of images."""
+    from patchveil.tenants.ciphertext_files import ENCRYPTED_BATCH_SUFFIX, read_encrypted
     from patchveil.tenants.imageio import read_images
 
-    if path.suffix.lower() == ".npz" and path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                images = archive["images"]
-        except (OSError, ValueError, KeyError) as error:
-            raise PatchveilError(f"{what} {path} is not a ciphertext batch ({error})") from None
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-            raise PatchveilError(f"{what} {path} must hold uint8 images [N, H, W, 3]")
-        return images
+    if path.suffix.lower() == ENCRYPTED_BATCH_SUFFIX and path.is_file():
+        return np.concatenate([batch.images for batch in read_encrypted(path).batches])
     return read_images(path).images
 
 

@@ -35,6 +35,8 @@ def prefect_logging_to_file(log_file: Path) -> str:
 
     import yaml
 
+    # Located without importing Prefect: its settings are read once, on import, and
+    # PREFECT_LOGGING_SETTINGS_PATH is set only after this file is written.
     spec = importlib.util.find_spec("prefect")
     assert spec is not None and spec.origin is not None
     default = Path(spec.origin).parent / "logging" / "logging.yml"

@@ -51,11 +51,12 @@ class Setting:
 
 def resolved_params(cipher: str, params: dict[str, Any]) -> dict[str, Any]:
     """Parameters with the cipher's defaults filled in, so rows of different benches match."""
+    from patchveil.errors import PatchveilError
     from patchveil.tenants.ciphers import cipher_class
 
     try:
         return cipher_class(cipher).resolve_params(params)
-    except Exception:  # an unknown cipher or parameter in an old file: keep it as written
+    except PatchveilError:  # an unknown cipher or parameter in an old file: keep it as written
         return params
 
 

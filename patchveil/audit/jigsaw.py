@@ -17,6 +17,7 @@ block (the true plain block is one of them) and places (block, element) pairs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,11 +146,14 @@ def window_members(blocks_per_side: int, window: int) -> list[np.ndarray]:
     return [np.flatnonzero(windows == number) for number in range(windows.max() + 1)]
 
 
-def attack(
-    ciphertexts: np.ndarray, block_size: int, window: int = 0, group: str = "none"
+def solve_each_window(
+    ciphertexts: np.ndarray,
+    block_size: int,
+    window: int,
+    place: Callable[[np.ndarray, int], np.ndarray],
 ) -> np.ndarray:
-    """Reassemble each ciphertext's blocks inside each window (undoing the per-block group
-    element it guesses); returns images like the input."""
+    """Cut every ciphertext into its puzzles (one per `window`×`window`-block window, the whole
+    image for 0) and put `place(pieces, side)`'s arrangement of each back in its window."""
     grid = to_blocks(ciphertexts, block_size)
     count, side = grid.shape[0], grid.shape[1]
     window = window or side
@@ -159,14 +163,23 @@ def attack(
     out = flat.copy()
     for image in range(count):
         for positions in window_members(side, window):
-            pieces = flat[image, positions]
-            if group == "none":
-                out[image, positions] = pieces[solve_window(pieces, window)]
-            else:
-                versions = group_versions(pieces, group)
-                states = solve_window(versions, window)
-                out[image, positions] = versions.reshape(-1, *pieces.shape[1:])[states]
+            out[image, positions] = place(flat[image, positions], window)
     return from_blocks(out.reshape(grid.shape))
+
+
+def attack(
+    ciphertexts: np.ndarray, block_size: int, window: int = 0, group: str = "none"
+) -> np.ndarray:
+    """Reassemble each ciphertext's blocks inside each window (undoing the per-block group
+    element it guesses); returns images like the input."""
+
+    def place(pieces: np.ndarray, side: int) -> np.ndarray:
+        if group == "none":
+            return pieces[solve_window(pieces, side)]
+        versions = group_versions(pieces, group)
+        return versions.reshape(-1, *pieces.shape[1:])[solve_window(versions, side)]
+
+    return solve_each_window(ciphertexts, block_size, window, place)
 
 
 def random_arrangement(

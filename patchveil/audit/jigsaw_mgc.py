@@ -37,8 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from patchveil.audit.jigsaw import group_versions, window_members
-from patchveil.audit.scoring import from_blocks, to_blocks
+from patchveil.audit.jigsaw import group_versions, solve_each_window
 from patchveil.errors import PatchveilError
 
 #: Gallagher's dummy gradients: keep each border's gradient covariance invertible.
@@ -623,19 +622,11 @@ def reconstruct(
     """Reassemble every ciphertext ([N, H, W, C] uint8) from its blocks alone: one puzzle per
     window when `window` (blocks) is given, else the whole image; with a group, each block is
     also turned back into the version the solver chose. Returns images like the input."""
-    grid = to_blocks(ciphertexts, block_size)
-    count, side = grid.shape[:2]
-    window = window or side
-    if side % window:
-        raise PatchveilError(f"window {window} does not divide the {side} blocks per side")
-    flat = grid.reshape(count, side * side, *grid.shape[3:])
-    out = flat.copy()
-    for image in range(count):
-        for positions in window_members(side, window):
-            pieces = flat[image, positions]
-            chosen, version = solve(pieces, window, group, frame_limited)
-            if group == "none":
-                out[image, positions] = pieces[chosen]
-            else:
-                out[image, positions] = group_versions(pieces, group)[chosen, version]
-    return from_blocks(out.reshape(grid.shape))
+
+    def place(pieces: np.ndarray, side: int) -> np.ndarray:
+        chosen, version = solve(pieces, side, group, frame_limited)
+        if group == "none":
+            return pieces[chosen]
+        return group_versions(pieces, group)[chosen, version]
+
+    return solve_each_window(ciphertexts, block_size, window, place)

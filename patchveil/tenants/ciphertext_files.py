@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from patchveil.errors import ImageFormatError, PatchveilError
+from patchveil.errors import PatchveilError
 from patchveil.fsutil import atomic_path
 from patchveil.tenants.encrypted_batch import TAG_BYTES, CiphertextError, EncryptedBatch
 from patchveil.tenants.imageio import (
@@ -176,7 +176,7 @@ def _png_batch(
         else:
             nonces = np.array([int(nonce) for nonce in nonce_values], dtype=np.int64)
     except (KeyError, TypeError, ValueError, OverflowError):
-        raise ImageFormatError(
+        raise CiphertextError(
             f"{first_file}: its patchveil metadata (nonce, tag) is damaged"
         ) from None
     return EncryptedBatch.from_header(dict(headers[0]), images, tags, nonces, str(first_file))

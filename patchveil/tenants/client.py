@@ -39,10 +39,15 @@ class Tenant:
         return self.store.load(self.tenant_id, version)
 
     def cipher(self, version: int | None = None) -> Cipher:
+        return self._key_and_cipher(version)[1]
+
+    def _key_and_cipher(self, version: int | None) -> tuple[Key, Cipher]:
+        """The key read from the store (every call: a retired version is refused at once)
+        and its cipher, whose tables are built once per version."""
         key = self.key(version)
         if key.version not in self._ciphers:
             self._ciphers[key.version] = create_cipher(key)
-        return self._ciphers[key.version]
+        return key, self._ciphers[key.version]
 
     def encrypt(self, images: np.ndarray, version: int | None = None) -> EncryptedBatch:
         """Encrypt uint8 images [N, H, W, 3] with the newest key (or `version`).
@@ -51,14 +56,13 @@ class Tenant:
         one. The result carries what `decrypt` needs (key id and version, nonces, one
         integrity tag per image), none of it secret.
         """
-        cipher = self.cipher(version)
+        key, cipher = self._key_and_cipher(version)
         batch = cipher.check_images(images)  # a bad input fails before a nonce is reserved
         nonces = None
         if cipher.per_image:
             first = self.store.reserve_nonces(self.tenant_id, len(batch))
             nonces = np.arange(first, first + len(batch), dtype=np.int64)
         ciphertexts = cipher.encrypt(batch, nonces)
-        key = self.key(cipher.key_version)
         return EncryptedBatch(
             tenant_id=self.tenant_id,
             key_id=key.key_id,
@@ -76,14 +80,13 @@ class Tenant:
             raise CiphertextError(
                 f"these images were encrypted by tenant {batch.tenant_id!r}, not {self.tenant_id!r}"
             )
-        key = self.key(batch.key_version)
+        key, cipher = self._key_and_cipher(batch.key_version)
         if key.key_id != batch.key_id:
             raise CiphertextError(
                 f"these images were encrypted with key {batch.key_id} (version "
                 f"{batch.key_version}), but version {key.version} in {self.store.root} is key "
                 f"{key.key_id}: they come from another key store"
             )
-        cipher = self.cipher(key.version)
         if cipher.per_image and batch.nonces is None:
             raise CiphertextError(
                 f"key version {key.version} draws a fresh transform per image, but these images "
