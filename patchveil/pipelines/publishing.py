@@ -3,8 +3,9 @@
 Actors write new shards into a staging folder (`<dataset>/_staging/<run>/`, invisible to
 readers); publishing then takes the dataset's lock, copies them into a fresh version folder next
 to the shards it keeps from the latest recorded version, writes the manifest last and records
-the version in the registry. Locks are files under `<home>/locks` (one machine; a cluster-wide
-deployment needs a shared lock service instead). A staging folder is named after the time it was
+the version in the registry. With a PostgreSQL registry the locks are advisory locks in its
+database, so onboardings on different machines cannot both publish version N; with SQLite (one
+machine) they are files under `<home>/locks`. A staging folder is named after the time it was
 made; one left behind by a run that crashed is removed by the next publishing of that dataset
 once it is older than `STALE_STAGING` (no run stages for that long).
 """
@@ -35,6 +36,7 @@ from patchveil.datasets import (
 from patchveil.datasets.manifest import check_dataset_name
 from patchveil.errors import PatchveilError
 from patchveil.registry import NewSource, Registry
+from patchveil.registry.locks import database_locks, has_database_locks
 
 STAGING_FOLDER = "_staging"
 STALE_STAGING = timedelta(hours=24)
@@ -48,8 +50,29 @@ def default_dataset_name(cipher: str, block_size: int, image_size: int) -> str:
 
 
 @contextlib.contextmanager
-def platform_locks(config: PlatformConfig, names: Iterable[str]) -> Iterator[None]:
-    """Hold exclusive file locks `<home>/locks/<name>.lock`, taken in sorted order."""
+def platform_locks(
+    config: PlatformConfig, names: Iterable[str], registry: Registry | None = None
+) -> Iterator[None]:
+    """Hold exclusive named locks, taken in sorted order, wherever the registry is shared.
+
+    A PostgreSQL registry holds them as advisory locks (cluster-wide; on `registry`'s own
+    connections when given, else on one opened for the block); a SQLite registry means one
+    machine, and they are file locks `<home>/locks/<name>.lock`.
+    """
+    wanted = sorted(set(names))
+    if registry is not None and registry.has_locks:
+        with registry.locks(wanted):
+            yield
+    elif has_database_locks(config.registry_url):
+        with database_locks(config.registry_url, wanted):
+            yield
+    else:
+        with _file_locks(config, wanted):
+            yield
+
+
+@contextlib.contextmanager
+def _file_locks(config: PlatformConfig, names: Iterable[str]) -> Iterator[None]:
     folder = Path(config.home) / "locks"
     folder.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
@@ -129,7 +152,7 @@ def publish_and_record(
 ) -> DatasetVersion:
     """Publish the next version of a dataset: the latest recorded version's shards (minus the
     names in `replaced`) plus the `staged` ones; record it, with `sources`, in the registry."""
-    with platform_locks(config, [f"dataset-{dataset_name}"]):
+    with platform_locks(config, [f"dataset-{dataset_name}"], registry):
         sweep_stale_staging(config, dataset_name)
         base = latest_recorded_version(config, registry, dataset_name)
         version = next_version(config.dataset_root, dataset_name)

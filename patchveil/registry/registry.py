@@ -23,6 +23,7 @@ from sqlalchemy.pool import StaticPool
 
 from patchveil.config import PlatformConfig, check_tenant_id
 from patchveil.errors import PatchveilError
+from patchveil.registry.locks import engine_locks, has_database_locks, take_locks
 from patchveil.registry.models import (
     SHARD_STATUSES,
     TENANT_STATUSES,
@@ -35,6 +36,9 @@ from patchveil.registry.models import (
     utc_now,
 )
 from patchveil.registry.tokens import hash_token, new_token, token_matches
+
+# The lock every registry takes while it creates missing tables.
+SCHEMA_LOCK = "registry-schema"
 
 
 class RegistryError(PatchveilError):
@@ -274,7 +278,12 @@ class Registry:
 
     def __init__(self, url: str) -> None:
         self._engine = _create_engine(url)
-        Base.metadata.create_all(self._engine)
+        self._locking = has_database_locks(url)
+        with self._engine.begin() as connection:
+            if self._locking:
+                # Registries on several machines may start at once against a fresh database.
+                take_locks(connection, [SCHEMA_LOCK])
+            Base.metadata.create_all(connection)
 
     @classmethod
     def from_config(cls, config: PlatformConfig | None = None) -> Registry:
@@ -297,6 +306,22 @@ class Registry:
     def __exit__(self, *_exc: object) -> None:
         """Close on leaving a `with` block, also when it raised (the error goes on)."""
         self.close()
+
+    @property
+    def has_locks(self) -> bool:
+        """True when `locks` can hold cluster-wide locks (a PostgreSQL registry)."""
+        return self._locking
+
+    def locks(self, names: Iterable[str]) -> contextlib.AbstractContextManager[None]:
+        """Hold named locks for a `with` block, for every process on every machine that uses
+        this database: a PostgreSQL advisory lock per name, released when the block ends or the
+        holder dies. A SQLite registry (one machine) has none: use file locks there."""
+        if not self._locking:
+            raise RegistryError(
+                f"registry {self.url} cannot hold cluster-wide locks; only a PostgreSQL registry "
+                "(postgresql+psycopg://…) can: on one machine use file locks instead"
+            )
+        return engine_locks(self._engine, names)
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
@@ -677,6 +702,9 @@ class Registry:
         if (dataset_name is None) != (dataset_version is None):
             raise RegistryError("give both dataset_name and dataset_version, or neither")
         with self.session() as session:
+            if self._locking:
+                # Two trainers finishing at once must not both take version N of one model.
+                take_locks(session.connection(), [f"model-{name}"])
             dataset = (
                 None
                 if dataset_name is None or dataset_version is None

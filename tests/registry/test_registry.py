@@ -1,17 +1,23 @@
-"""Tests for the registry: tenants, API tokens, datasets, shards, models, and rollback."""
+"""Tests for the registry: tenants, API tokens, datasets, shards, models, and rollback.
+
+Every test that takes the `registry` fixture runs twice: on SQLite and on a real PostgreSQL.
+"""
 
 from __future__ import annotations
 
 import sqlite3
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from patchveil.config import PlatformConfig
 from patchveil.errors import PatchveilError
 from patchveil.registry import Registry, RegistryError, Tenant, UnknownTenantError
+from patchveil.registry.locks import lock_key
 
 
 @dataclass(frozen=True)
@@ -24,16 +30,34 @@ class FakeShard:
     bytes: int = 1234
 
 
-@pytest.fixture
-def registry(tmp_path: Path) -> Registry:
-    registry = Registry(f"sqlite:///{tmp_path / 'state' / 'registry.db'}")
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Registry]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'state' / 'registry.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    registry = Registry(url)
     registry.upsert_tenant("acme", cipher="conventional", block_size=4, image_size=32)
     registry.upsert_tenant("bolt", cipher="conventional", block_size=4, image_size=32)
-    return registry
+    yield registry
+    # Closed before the test database is dropped (PostgreSQL refuses to drop one in use).
+    registry.close()
 
 
-def db_bytes(tmp_path: Path) -> bytes:
-    return (tmp_path / "state" / "registry.db").read_bytes()
+def stored_bytes(registry: Registry, tmp_path: Path) -> bytes:
+    """What the database keeps: SQLite's whole file (free pages too), or every PostgreSQL row."""
+    if registry.url.startswith("sqlite"):
+        return (tmp_path / "state" / "registry.db").read_bytes()
+    with registry.session() as session:
+        tables = session.scalars(
+            text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        ).all()
+        rows = [
+            session.execute(text(f'SELECT t::text FROM "{table}" AS t')).scalars().all()
+            for table in tables
+        ]
+    assert "tenants" in tables
+    return repr(rows).encode()
 
 
 def test_tenants_are_registered_listed_and_idempotent(registry: Registry) -> None:
@@ -69,7 +93,7 @@ def test_api_token_is_shown_once_and_stored_only_hashed(registry: Registry, tmp_
     token = registry.issue_api_token("acme")
     assert len(token) >= 43
     assert registry.get_tenant("acme").has_api_token
-    assert token.encode() not in db_bytes(tmp_path)
+    assert token.encode() not in stored_bytes(registry, tmp_path)
     with registry.session() as session:
         stored = session.scalars(select(Tenant.api_token_hash).where(Tenant.tenant_id == "acme"))
         stored_hash = stored.one()
@@ -252,3 +276,24 @@ def test_image_sources_are_recorded_with_their_version_and_hand_out_indices(
     assert [v.version for v in registry.list_dataset_versions("cifar")] == [1, 2]
     registry.remove_tenant("acme")
     assert registry.list_sources("acme") == [] and registry.next_image_index("acme") == 0
+
+
+def test_named_locks_hold_across_registries_only_on_postgresql(registry: Registry) -> None:
+    if not registry.has_locks:
+        with pytest.raises(RegistryError, match="only a PostgreSQL registry"):
+            registry.locks(["dataset-cifar"])
+        return
+    entered = threading.Event()
+    with Registry(registry.url) as elsewhere:  # another machine's registry, same database
+
+        def wait_for_lock() -> None:
+            with elsewhere.locks(["dataset-cifar"]):
+                entered.set()
+
+        with registry.locks(["dataset-cifar", "tenant-acme"]):
+            waiter = threading.Thread(target=wait_for_lock)
+            waiter.start()
+            assert not entered.wait(0.3)
+        waiter.join(timeout=10)
+    assert entered.is_set()
+    assert lock_key("dataset-cifar") == lock_key("dataset-cifar") != lock_key("dataset-other")

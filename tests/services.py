@@ -1,0 +1,182 @@
+"""Real services for the `postgres` and `s3` tests, each on 127.0.0.1, started once per session.
+
+PostgreSQL is Debian's server (`postgresql` package: `.ci/run` installs it), initialised in a
+temporary folder and run as the `postgres` user when the tests run as root (initdb refuses root);
+pytest-postgresql then creates a fresh database per test from it in connect-only mode. The S3
+endpoint is moto's threaded server. Both stop at the end of the session, also after a failure.
+Conftest files import the fixtures from here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pytest_postgresql import factories
+
+POSTGRES_BIN_GLOB = "/usr/lib/postgresql/*/bin"
+POSTGRES_USER = "postgres"
+LOCALHOST = "127.0.0.1"
+# moto accepts any credentials; these only keep the AWS SDK from looking for real ones.
+S3_TEST_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "patchveil-test",
+    "AWS_SECRET_ACCESS_KEY": "patchveil-test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind((LOCALHOST, 0))
+        return int(probe.getsockname()[1])
+
+
+def postgres_bin() -> Path:
+    """The folder of Debian's PostgreSQL programs (newest version), or a failure saying how to
+    install them: the `postgres` tests run in CI, they never skip."""
+    found = sorted(Path("/").glob(POSTGRES_BIN_GLOB.lstrip("/")))
+    if not found or not (found[-1] / "initdb").is_file():
+        pytest.fail(
+            f"no PostgreSQL server programs under {POSTGRES_BIN_GLOB}; install Debian's "
+            "`postgresql` package (`apt-get install -y postgresql`, as `.ci/run` does)"
+        )
+    return found[-1]
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    """A running server, shaped as pytest-postgresql's `depends_on` base fixture expects."""
+
+    host: str
+    port: int
+    user: str = POSTGRES_USER
+    password: str = ""
+    options: str = ""
+    dbname: str = "patchveil"
+    maintenance_dbname: str = "postgres"
+
+    @property
+    def template_dbname(self) -> str | None:
+        # None: pytest-postgresql builds its template database from PostgreSQL's own template1.
+        return None
+
+    def url(self, dbname: str) -> str:
+        """The SQLAlchemy URL of one database on this server (psycopg 3 driver)."""
+        return f"postgresql+psycopg://{self.user}@{self.host}:{self.port}/{dbname}"
+
+
+def _as_postgres(command: list[str]) -> list[str]:
+    # initdb and postgres refuse to run as root; any other user runs them as itself.
+    return ["runuser", "-u", POSTGRES_USER, "--", *command] if os.geteuid() == 0 else command
+
+
+@contextlib.contextmanager
+def running_postgres() -> Iterator[PostgresServer]:
+    """initdb + pg_ctl start on a free port of 127.0.0.1 (no other listener); stop and remove
+    the data folder on exit. Trust authentication: only this machine's loopback can connect."""
+    binaries = postgres_bin()
+    # Not under pytest's tmp folders: those are private to root, and the server runs as postgres.
+    folder = Path(tempfile.mkdtemp(prefix="patchveil-pg-"))
+    data, sockets = folder / "data", folder / "sockets"
+    sockets.mkdir()
+    if os.geteuid() == 0:
+        account = pwd.getpwnam(POSTGRES_USER)
+        for path in (folder, sockets):
+            os.chown(path, account.pw_uid, account.pw_gid)
+    port = free_port()
+    quiet: dict[str, Any] = {"check": True, "capture_output": True, "text": True}
+    try:
+        subprocess.run(
+            _as_postgres(
+                [
+                    *(str(binaries / "initdb"), "-D", str(data), "-U", POSTGRES_USER),
+                    *("--auth=trust", "--no-sync", "--encoding=UTF8", "--locale=C"),
+                ]
+            ),
+            **quiet,
+        )
+        options = (
+            f"-p {port} -k {sockets} -c listen_addresses={LOCALHOST} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off"
+        )
+        subprocess.run(
+            _as_postgres(
+                [
+                    *(str(binaries / "pg_ctl"), "-D", str(data), "-o", options),
+                    *("-l", str(folder / "server.log"), "-w", "-t", "60", "start"),
+                ]
+            ),
+            **quiet,
+        )
+    except subprocess.CalledProcessError as error:
+        log = folder / "server.log"
+        detail = log.read_text()[-2000:] if log.exists() else error.stderr
+        shutil.rmtree(folder, ignore_errors=True)
+        pytest.fail(f"PostgreSQL did not start ({' '.join(error.cmd[:6])} …): {detail}")
+    try:
+        yield PostgresServer(host=LOCALHOST, port=port)
+    finally:
+        subprocess.run(
+            _as_postgres([str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
+            check=False,
+            capture_output=True,
+        )
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the whole session, started on first use."""
+    with running_postgres() as server:
+        yield server
+
+
+# pytest-postgresql in connect-only mode against the server above: a template database once,
+# then `postgresql_database` hands each test a fresh database cloned from it and drops it after.
+postgresql_noproc_server = factories.postgresql_noproc(depends_on="postgres_server")
+postgresql_database = factories.postgresql("postgresql_noproc_server")
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer, postgresql_database: Any) -> str:
+    """The SQLAlchemy URL of this test's own empty PostgreSQL database."""
+    return postgres_server.url(postgresql_database.info.dbname)
+
+
+@dataclass(frozen=True)
+class S3Endpoint:
+    """A moto S3 server: its URL and the environment an S3 client of pyarrow needs for it."""
+
+    url: str
+
+    @property
+    def environment(self) -> dict[str, str]:
+        # AWS_ENDPOINT_URL_S3 is read by the AWS SDK inside pyarrow, so `s3://bucket/…` URIs stay
+        # plain and every process (Ray workers too) that inherits it talks to this endpoint.
+        return {**S3_TEST_CREDENTIALS, "AWS_ENDPOINT_URL_S3": self.url}
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[S3Endpoint]:
+    """moto's S3 server on 127.0.0.1 (a free port), for the whole session."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address=LOCALHOST, port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield S3Endpoint(url=f"http://{host}:{port}")
+    finally:
+        server.stop()
