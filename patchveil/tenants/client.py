@@ -16,6 +16,7 @@ from patchveil.tenants.encrypted_batch import (
 )
 from patchveil.tenants.keys import CipherSpec, Key
 from patchveil.tenants.keystore import KeyStore
+from patchveil.tenants.samples import query_nonces
 
 
 class Tenant:
@@ -62,6 +63,27 @@ class Tenant:
         if cipher.per_image:
             first = self.store.reserve_nonces(self.tenant_id, len(batch))
             nonces = np.arange(first, first + len(batch), dtype=np.int64)
+        ciphertexts = cipher.encrypt(batch, nonces)
+        return EncryptedBatch(
+            tenant_id=self.tenant_id,
+            key_id=key.key_id,
+            key_version=key.version,
+            cipher=key.spec.name,
+            images=ciphertexts,
+            tags=integrity_tags(key, ciphertexts, nonces),
+            nonces=nonces,
+        )
+
+    def encrypt_query(self, images: np.ndarray) -> EncryptedBatch:
+        """Encrypt images to send to the query endpoint, with the newest key.
+
+        A per-image cipher draws random nonces from 2**62 up (`samples.query_nonces`): a fresh
+        transform per image and per query, never an onboarded image's, and nothing to reserve in
+        the key store for images that are never stored. The batch still decrypts with `decrypt`.
+        """
+        key, cipher = self._key_and_cipher(None)
+        batch = cipher.check_images(images)
+        nonces = query_nonces(len(batch)) if cipher.per_image else None
         ciphertexts = cipher.encrypt(batch, nonces)
         return EncryptedBatch(
             tenant_id=self.tenant_id,
