@@ -10,6 +10,7 @@ Conftest files import the fixtures from here.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pwd
 import shutil
@@ -27,6 +28,9 @@ from pytest_postgresql import factories
 POSTGRES_BIN_GLOB = "/usr/lib/postgresql/*/bin"
 POSTGRES_USER = "postgres"
 LOCALHOST = "127.0.0.1"
+# The tests that start their own Ray (a scenario process, a multi-node cluster) run only with
+# this set to 1: `.ci/run` runs them after the suite, which they would push past its time budget.
+INFRA_TESTS_ENV = "PATCHVEIL_INFRA_TESTS"
 # moto accepts any credentials; these only keep the AWS SDK from looking for real ones.
 S3_TEST_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "patchveil-test",
@@ -173,6 +177,8 @@ def s3_endpoint() -> Iterator[S3Endpoint]:
     """moto's S3 server on 127.0.0.1 (a free port), for the whole session."""
     from moto.server import ThreadedMotoServer
 
+    # moto's HTTP server logs every request at INFO: thousands of lines per test otherwise.
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address=LOCALHOST, port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
