@@ -133,10 +133,6 @@ class EmbeddingHasher:
         signs = ((embeddings - self._center) @ self._planes) > 0
         return (signs.astype(np.uint64) * self._weights).sum(axis=1, dtype=np.uint64)
 
-    def hex_codes(self, embeddings: np.ndarray) -> list[str]:
-        width = (self.bits + 3) // 4
-        return [f"{int(code):0{width}x}" for code in self.codes(embeddings)]
-
     def __repr__(self) -> str:
         return f"EmbeddingHasher(dim={self.dim}, bits={self.bits}, seed={self.seed})"
 

@@ -91,7 +91,8 @@ class MonitorSettings:
 
 @dataclass(frozen=True)
 class TenantRisk:
-    """One tenant's extraction risk now; `flagged_at` is its query count when first flagged."""
+    """One tenant's extraction risk: the signals now; `risk` never below the risk it was first
+    flagged with (`flagged_at`: its query count then), as flags are sticky."""
 
     tenant_id: str
     queries: int
@@ -184,6 +185,7 @@ class _TenantState:
     ood: deque[bool] = field(default_factory=deque)
     flagged_at: int | None = None
     flagged_for: tuple[str, ...] = ()
+    flagged_risk: float = 0.0
 
 
 class QueryMonitor:
@@ -343,6 +345,7 @@ class QueryMonitor:
             if now.flagged:
                 state.flagged_at = state.queries
                 state.flagged_for = now.alerts
+                state.flagged_risk = now.risk
 
     def _risk(self, tenant_id: str) -> TenantRisk:
         s = self.settings
@@ -380,9 +383,14 @@ class QueryMonitor:
         risk = 1.0 - (1.0 - prada_score) * (1.0 - ood_score) * (1.0 - volume)
         if risk >= s.risk_threshold and not alerts:
             alerts.append(f"risk: {risk:.2f} ≥ {s.risk_threshold} from weaker signals together")
-        if state.flagged_at is not None and not alerts:
-            # Flagged stays flagged (an operator clears it by hand): say what it was.
-            alerts.extend(f"earlier, at {state.flagged_at} queries: {a}" for a in state.flagged_for)
+        if state.flagged_at is not None:
+            # Flagged stays flagged: a cloner whose recent queries look natural again keeps the
+            # risk (and so the α) it was flagged with.
+            risk = max(risk, state.flagged_risk)
+            if not alerts:
+                alerts.extend(
+                    f"earlier, at {state.flagged_at} queries: {a}" for a in state.flagged_for
+                )
         flagged = bool(alerts)
         return TenantRisk(
             tenant_id=tenant_id,

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from patchveil.errors import PatchveilError
+from patchveil.serve.defence import DefenceSettings, intentional_error_rate
 from patchveil.serve.monitor import MonitorSettings, QueryMonitor, prada_statistic
 
 DIM = 192
@@ -77,6 +78,11 @@ def test_prada_flags_a_cloning_stream_but_not_a_benign_one(
     final = monitor.risk("cloner")
     assert final.flagged and final.flagged_at is not None and final.flagged_at <= 300
     assert any("prada" in alert for alert in final.alerts)
+    # Sticky: later natural-looking distances do not lower the risk the defence's α reads.
+    assert final.risk == pytest.approx(1.0)
+    assert intentional_error_rate(final.queries, DefenceSettings(), final.risk) == pytest.approx(
+        DefenceSettings().max_error_rate
+    )
     assert [r.tenant_id for r in monitor.risks()] == ["cloner", "honest"]
 
 
