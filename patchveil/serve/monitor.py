@@ -239,9 +239,12 @@ class QueryMonitor:
                 f"{count} answers need [{count}, D] embeddings and {count} confidences, got "
                 f"{embeddings.shape} and {len(confidences)}"
             )
+        if not np.isfinite(embeddings).all():
+            raise MonitorError("embeddings hold NaN or infinity; the model's forward pass failed")
         moment = time.time() if now is None else float(now)
         with self._lock:
-            projected = self._project(embeddings)
+            # Rounded as the log keeps them, so a replay sees exactly the numbers seen live.
+            projected = [[round(float(v), 6) for v in row] for row in self._project(embeddings)]
             lines = [
                 json.dumps(
                     {
@@ -253,14 +256,14 @@ class QueryMonitor:
                         "confidence": round(float(confidences[i]), 6),
                         "altered": bool(answers.altered[i]),
                         "watermarked": bool(answers.watermarked[i]),
-                        "projection": [round(float(v), 6) for v in projected[i]],
+                        "projection": projected[i],
                     },
                     separators=(",", ":"),
                 )
                 for i in range(count)
             ]
             self._append(lines)
-            self._update(tenant_id, projected, labels.astype(np.int64))
+            self._update(tenant_id, np.asarray(projected), labels.astype(np.int64))
             return self._risk(tenant_id)
 
     def risk(self, tenant_id: str) -> TenantRisk:

@@ -116,6 +116,7 @@ def test_the_log_survives_a_restart_and_a_cut_line(tmp_path: Path, reference: np
         handle.write(b'{"v":1,"tenant_id":"cloner","ti')  # a crash mid-line
     again = QueryMonitor(log, reference_embeddings=reference)
     assert {r.tenant_id: r.to_json() for r in again.risks()} == before
+    assert again._tenants["cloner"].distances == first._tenants["cloner"].distances  # exactly
     assert again.query_count("cloner") == 400 and again.query_count("nobody") == 0
     assert again.skipped_log_lines == 1
     send(again, "honest", *natural(50, seed=9), start_time=5_000.0)
@@ -170,6 +171,8 @@ def test_bad_input_is_refused(tmp_path: Path) -> None:
     answers = Answers(np.zeros(2, np.int64), np.zeros(2, bool), np.zeros(2, bool))
     with pytest.raises(PatchveilError, match="dimensional"):
         monitor.record("t", 3, answers, np.zeros((2, 64)), np.ones(2))
+    with pytest.raises(PatchveilError, match="NaN"):
+        monitor.record("t", 3, answers, np.full((2, DIM), np.nan), np.ones(2))
     with pytest.raises(PatchveilError, match="confidences"):
         monitor.record("t", 3, answers, np.zeros((2, DIM)), np.ones(3))
     with pytest.raises(PatchveilError):
