@@ -303,6 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_audit_commands(commands, _param)
 
+    from patchveil.cli_serve import add_serve_commands
+
+    add_serve_commands(commands)
+
     experiment = commands.add_parser("experiment", help="reproducible experiments (bench/results)")
     experiments = experiment.add_subparsers(dest="experiment", required=True, metavar="NAME")
     paper = experiments.add_parser("paper-table", help="the seed paper's accuracy table")

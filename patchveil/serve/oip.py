@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from patchveil.errors import PatchveilError
+from patchveil.serve.result_privacy import parse_result_key
 from patchveil.serve.settings import INPUT_NAME
 
 BINARY_HEADER = "inference-header-content-length"
@@ -183,14 +184,36 @@ def parse_infer_request(
     return InferRequest(images=images, request_id=request_id, parameters=parameters)
 
 
-def candidate_count(parameters: Mapping[str, Any], num_classes: int) -> int | None:
-    """The `candidates` option (result privacy): k labels per image, 2 ≤ k ≤ classes; or None."""
+@dataclass(frozen=True)
+class CandidateOption:
+    """Result privacy asked for: `k` labels per image, in an order keyed by `result_key`."""
+
+    k: int
+    result_key: bytes | None
+
+    def __repr__(self) -> str:
+        return f"CandidateOption(k={self.k}, keyed={self.result_key is not None})"
+
+
+def candidate_option(parameters: Mapping[str, Any], num_classes: int) -> CandidateOption | None:
+    """The `candidates` option (result privacy): k labels per image, 2 ≤ k ≤ classes, and an
+    optional `result_key` (64 hex digits, fresh per request); None when not asked for."""
     value = parameters.get("candidates")
     if value is None:
+        if "result_key" in parameters:
+            raise RequestError(422, "parameters.result_key needs parameters.candidates")
         return None
     if not isinstance(value, int) or isinstance(value, bool) or not 2 <= value <= num_classes:
         raise RequestError(422, f"parameters.candidates must be an integer from 2 to {num_classes}")
-    return value
+    key_text = parameters.get("result_key")
+    if key_text is None:
+        return CandidateOption(value, None)
+    if not isinstance(key_text, str):
+        raise RequestError(422, "parameters.result_key must be a string of 64 hex digits")
+    try:
+        return CandidateOption(value, parse_result_key(key_text))
+    except PatchveilError as error:
+        raise RequestError(422, str(error)) from None
 
 
 def infer_response(

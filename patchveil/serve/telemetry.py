@@ -21,14 +21,16 @@ class GatewayMetrics:
         )
         self.latency = metrics.Histogram(
             "patchveil_infer_latency_ms",
-            "infer request latency at the gateway (ms)",
+            "infer request latency at the gateway in ms",
             boundaries=_LATENCY_MS,
             tag_keys=tags,
         )
         self.error_rate = metrics.Gauge(
             "patchveil_intentional_error_rate", "the clone defence's current rate", tag_keys=tags
         )
-        self.risk = metrics.Gauge("patchveil_clone_risk", "clone risk score 0–1", tag_keys=tags)
+        self.risk = metrics.Gauge(
+            "patchveil_clone_risk", "clone risk score from 0 to 1", tag_keys=tags
+        )
         self.alerts = metrics.Counter(
             "patchveil_clone_alerts", "times a tenant was flagged", tag_keys=tags
         )

@@ -13,6 +13,7 @@ import numpy as np
 
 from patchveil.errors import PatchveilError
 from patchveil.tenants.client import Tenant
+from patchveil.tenants.result_privacy import ResultKey, resolve
 
 INPUT_NAME = "images"
 TOKEN_ENV = "PATCHVEIL_API_TOKEN"
@@ -100,7 +101,13 @@ class QueryClient:
         binary: bool = True,
         candidates: int | None = None,
     ) -> QueryAnswer:
-        """Send uint8 ciphertexts [N, H, W, 3]; binary-tensor encoding unless `binary=False`."""
+        """Send uint8 ciphertexts [N, H, W, 3]; binary-tensor encoding unless `binary=False`.
+
+        With `candidates=k` (result privacy) the endpoint answers k labels per image in an order
+        keyed by a fresh result key; the answer's `labels` are resolved here with that key and
+        `candidates` holds the sets as they came back.
+        """
+        result_key = ResultKey() if candidates is not None else None
         images = np.ascontiguousarray(ciphertexts, dtype=np.uint8)
         tensor: dict[str, Any] = {
             "name": INPUT_NAME,
@@ -108,8 +115,11 @@ class QueryClient:
             "shape": list(images.shape),
         }
         document: dict[str, Any] = {"inputs": [tensor]}
-        if candidates is not None:
-            document["parameters"] = {"candidates": candidates}
+        if result_key is not None:
+            document["parameters"] = {
+                "candidates": candidates,
+                "result_key": result_key.request_value(),
+            }
         if binary:
             tensor["parameters"] = {"binary_data_size": images.nbytes}
             header = json.dumps(document).encode()
@@ -129,14 +139,21 @@ class QueryClient:
         label = _output(outputs, "label")
         candidate = _output(outputs, "candidates")
         confidence = _output(outputs, "confidence")
+        sets = (
+            None
+            if candidate is None
+            else np.asarray(candidate["data"], dtype=np.int64).reshape(candidate["shape"])
+        )
+        if sets is not None and result_key is not None:
+            labels = resolve(sets, result_key)
+        else:
+            labels = None if label is None else np.asarray(label["data"], dtype=np.int64)
         return QueryAnswer(
-            labels=None if label is None else np.asarray(label["data"], dtype=np.int64),
+            labels=labels,
             confidences=np.asarray(confidence["data"] if confidence else [], dtype=np.float32),
             model_name=str(answer.get("model_name", model)),
             model_version=int(answer.get("model_version", 0)),
-            candidates=None
-            if candidate is None
-            else np.asarray(candidate["data"], dtype=np.int64).reshape(candidate["shape"]),
+            candidates=sets,
         )
 
 
@@ -155,7 +172,8 @@ def query_images(
     for start in range(0, len(images), batch_images):
         batch = tenant.encrypt_query(images[start : start + batch_images])
         answer = client.infer(name, batch.images, binary=binary)
-        assert answer.labels is not None
+        if answer.labels is None:
+            raise QueryError(f"{client.endpoint} answered without labels")
         labels.append(answer.labels)
         confidences.append(answer.confidences)
         version = answer.model_version

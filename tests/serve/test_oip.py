@@ -9,7 +9,7 @@ import pytest
 
 from patchveil.serve.oip import (
     RequestError,
-    candidate_count,
+    candidate_option,
     infer_response,
     model_metadata,
     parse_infer_request,
@@ -155,11 +155,20 @@ def test_binary_sizes_must_agree() -> None:
 
 
 def test_candidates_option_is_bounded() -> None:
-    assert candidate_count({}, 10) is None
-    assert candidate_count({"candidates": 3}, 10) == 3
+    assert candidate_option({}, 10) is None
+    assert candidate_option({"candidates": 3}, 10).k == 3
+    key = "ab" * 32
+    option = candidate_option({"candidates": 3, "result_key": key}, 10)
+    assert option.result_key == bytes.fromhex(key) and key not in repr(option)
     for bad in (1, 11, "3", True, 2.5):
         with pytest.raises(RequestError):
-            candidate_count({"candidates": bad}, 10)
+            candidate_option({"candidates": bad}, 10)
+    for bad_key in ("ab", 5, "zz" * 32):
+        with pytest.raises(RequestError) as raised:
+            candidate_option({"candidates": 3, "result_key": bad_key}, 10)
+        assert raised.value.status == 422
+    with pytest.raises(RequestError):
+        candidate_option({"result_key": key}, 10)
 
 
 def test_response_and_metadata_follow_the_protocol() -> None:

@@ -1,0 +1,381 @@
+"""The Ray Serve application: a FastAPI gateway (OIP v2, auth, limits, defence, monitoring) in
+front of a batched model deployment. A thin layer: every decision is a pure function elsewhere in
+`patchveil.serve`, every forward pass is `models.inference.predict_with_embeddings`.
+
+Two deployments: `model` (replicas hold a registry model version; `@serve.batch` joins requests
+into forward passes of up to `max_batch_images` images; a new version arrives as a new
+`user_config` and is swapped in place, so no request is dropped) and `gateway` (one replica: the
+monitor's per-tenant state and the rate limits live there).
+"""
+
+# No `from __future__ import annotations`: FastAPI must see `Request` itself in the routes
+# Serve wraps, or it takes `request` for a query parameter.
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from patchveil.config import PlatformConfig
+from patchveil.registry.tokens import token_matches
+from patchveil.serve.auth import TokenBook, active_token_hashes, bearer_token
+from patchveil.serve.guard import QueryGuard
+from patchveil.serve.limits import ImageRateLimiter
+from patchveil.serve.model_host import Forward, LoadedModel, ModelRef
+from patchveil.serve.oip import (
+    BINARY_HEADER,
+    RequestError,
+    candidate_option,
+    infer_response,
+    model_metadata,
+    parse_infer_request,
+)
+from patchveil.serve.secrets import operator_token_hash, server_secret
+from patchveil.serve.settings import ServeSettings, serve_home
+from patchveil.serve.telemetry import GatewayMetrics
+
+logger = logging.getLogger("ray.serve")
+api = FastAPI(title="patchveil query endpoint", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+@api.exception_handler(RequestError)
+async def _request_error(_request: Request, error: RequestError) -> JSONResponse:
+    return _error(error.status, error.message)
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+    message = error.detail if isinstance(error.detail, str) else "request refused"
+    if error.status_code == 404:
+        message = "no such route: the endpoint serves /v2/... (Open Inference Protocol)"
+    return _error(error.status_code, message)
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
+    first = error.errors()[0] if error.errors() else {}
+    return _error(422, f"invalid request: {first.get('msg', 'bad parameters')}")
+
+
+@serve.deployment(name="model", ray_actor_options={"num_cpus": 1})
+class ModelRunner:
+    """Replicas that hold one model version and answer batched forward passes."""
+
+    def __init__(self) -> None:
+        self._model: LoadedModel | None = None
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        ref = ModelRef.from_json(config["model"])
+        settings = ServeSettings(**config.get("settings", {}))
+        self.forward.set_max_batch_size(settings.max_batch_images)
+        self.forward.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+        if self._model is None or self._model.ref != ref:
+            # Load beside the old model, then swap the reference: requests in flight finish on
+            # the version they started with, later ones get the new one.
+            self._model = LoadedModel(ref, use_gpu=settings.use_gpu)
+
+    def describe(self) -> dict[str, Any]:
+        model = self._require()
+        return {
+            "name": model.ref.name,
+            "version": model.ref.version,
+            "image_size": model.image_size,
+            "num_classes": model.num_classes,
+            "head_weight": model.head_weight(),
+        }
+
+    def _require(self) -> LoadedModel:
+        if self._model is None:
+            raise RuntimeError("no model loaded yet")
+        return self._model
+
+    @serve.batch(
+        max_batch_size=256,
+        batch_wait_timeout_s=0.005,
+        batch_size_fn=lambda items: sum(len(x) for x in items),
+    )
+    async def forward(self, batches: list[np.ndarray]) -> list[Forward]:
+        model = self._require()  # one version for the whole batch
+        joined = np.concatenate(batches) if len(batches) > 1 else batches[0]
+        answer = await asyncio.to_thread(model.forward, joined)
+        results, start = [], 0
+        for batch in batches:
+            stop = start + len(batch)
+            results.append(
+                Forward(
+                    answer.probabilities[start:stop],
+                    answer.embeddings[start:stop],
+                    answer.model_version,
+                )
+            )
+            start = stop
+        return results
+
+    async def __call__(self, images: np.ndarray) -> Forward:
+        return await self.forward(images)
+
+
+@serve.deployment(name="gateway", num_replicas=1, ray_actor_options={"num_cpus": 0.5})
+@serve.ingress(api)
+class QueryGateway:
+    """Checks every request, asks the model, applies the clone defence and logs the answer."""
+
+    def __init__(self, runner: DeploymentHandle, gateway: dict[str, Any]) -> None:
+        self.runner = runner
+        self.model_name: str = gateway["model_name"]
+        self.settings = ServeSettings(**gateway.get("settings", {}))
+        config = PlatformConfig(**gateway["platform"])
+        folder = serve_home(config)
+        registry_url = config.registry_url
+        self.tokens = TokenBook(
+            lambda: active_token_hashes(registry_url), refresh_s=self.settings.token_refresh_s
+        )
+        self.limiter = ImageRateLimiter(self.settings.images_per_second, self.settings.burst_images)
+        self._operator_hash = operator_token_hash(folder)
+        self.guard = QueryGuard(
+            secret=server_secret(folder),
+            log_path=folder / "query-log.jsonl",
+            defence_enabled=self.settings.defence,
+        )
+        self.metrics = GatewayMetrics()
+        self._described: dict[str, Any] | None = None
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    async def _description(self, version: int | None = None) -> dict[str, Any]:
+        if self._described is None or (
+            version is not None and self._described["version"] != version
+        ):
+            described = await self.runner.describe.remote()
+            self.guard.use_model(described["version"], np.asarray(described["head_weight"]))
+            self._described = described
+        return self._described
+
+    def _check_model(self, name: str) -> None:
+        if name != self.model_name:
+            raise RequestError(
+                404, f"no model {name[:80]!r} here; this endpoint serves {self.model_name!r}"
+            )
+
+    def _operator(self, request: Request) -> None:
+        token = bearer_token(request.headers.get("authorization"))
+        if not token_matches(token, self._operator_hash):
+            # A tenant's token is a valid credential, just not for this: 403, not 401.
+            try:
+                self.tokens.tenant_of(token)
+            except RequestError:
+                raise RequestError(401, "the operator token is not valid") from None
+            raise RequestError(403, "this route is for the operator; a tenant token cannot read it")
+
+    async def _body(self, request: Request) -> bytes:
+        limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            try:
+                if int(declared) > limit:
+                    raise RequestError(413, f"the body is {declared} bytes; the limit is {limit}")
+            except ValueError:
+                raise RequestError(400, "Content-Length must be an integer") from None
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(413, f"the body is over {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _forward(self, images: np.ndarray) -> Forward:
+        step = self.settings.max_batch_images
+        parts = await asyncio.gather(
+            *(
+                self.runner.remote(images[start : start + step])
+                for start in range(0, len(images), step)
+            )
+        )
+        versions = {part.model_version for part in parts}
+        if len(versions) > 1:  # a swap happened between the parts: ask again, all on the new one
+            return await self._forward(images)
+        return Forward(
+            np.concatenate([part.probabilities for part in parts]),
+            np.concatenate([part.embeddings for part in parts]),
+            parts[0].model_version,
+        )
+
+    # -- the protocol ------------------------------------------------------------------------
+
+    @api.get("/v2/health/live")
+    async def live(self) -> dict[str, bool]:
+        return {"live": True}
+
+    @api.get("/v2/health/ready")
+    async def ready(self) -> JSONResponse:
+        try:
+            await self._description()
+        except Exception:  # not ready is an answer, not an error
+            return JSONResponse({"ready": False}, status_code=503)
+        return JSONResponse({"ready": True})
+
+    @api.get("/v2")
+    async def server_metadata(self) -> dict[str, Any]:
+        return {
+            "name": "patchveil",
+            "version": "1",
+            "extensions": ["binary_tensor_data"],
+            "models": [self.model_name],
+        }
+
+    @api.get("/v2/models/{name}")
+    async def metadata(self, name: str) -> dict[str, Any]:
+        self._check_model(name)
+        described = await self._description()
+        return model_metadata(
+            name, [described["version"]], described["image_size"], described["num_classes"]
+        )
+
+    @api.get("/v2/models/{name}/ready")
+    async def model_ready(self, name: str) -> dict[str, Any]:
+        self._check_model(name)
+        described = await self._description()
+        return {"name": name, "ready": True, "version": str(described["version"])}
+
+    @api.post("/v2/models/{name}/infer")
+    async def infer(self, name: str, request: Request) -> JSONResponse:
+        started = time.perf_counter()
+        tenant_id = self.tokens.tenant_of(bearer_token(request.headers.get("authorization")))
+        self._check_model(name)
+        try:
+            described = await self._description()
+            body = await self._body(request)
+            parsed = parse_infer_request(
+                body,
+                request.headers.get(BINARY_HEADER),
+                image_size=described["image_size"],
+                max_images=self.settings.max_images_per_request,
+            )
+            candidates = candidate_option(parsed.parameters, described["num_classes"])
+        except RequestError as error:
+            self.metrics.rejected(tenant_id, error.status)
+            raise
+        wait = self.limiter.take(tenant_id, len(parsed.images))
+        if wait:
+            self.metrics.rejected(tenant_id, 429)
+            if wait == float("inf"):
+                raise RequestError(429, "more images in one request than the rate limit's burst")
+            return _error(
+                429,
+                f"rate limit: {self.settings.images_per_second:g} images/s per tenant; retry later",
+                headers={"Retry-After": str(max(1, round(wait)))},
+            )
+        forward = await self._forward(parsed.images)
+        await self._description(forward.model_version)
+        answer = self.guard.answer(tenant_id, forward, candidates)
+        self.metrics.answered(
+            tenant_id,
+            len(parsed.images),
+            time.perf_counter() - started,
+            answer.error_rate,
+            answer.risk,
+            answer.newly_flagged,
+        )
+        return JSONResponse(
+            infer_response(
+                self.model_name,
+                forward.model_version,
+                parsed.request_id,
+                answer.labels,
+                answer.confidences,
+                answer.candidates,
+            )
+        )
+
+    # -- a tenant's own usage, and the operator's view --------------------------------------
+
+    @api.get("/v2/tenant/usage")
+    async def usage(self, request: Request) -> dict[str, Any]:
+        tenant_id = self.tokens.tenant_of(bearer_token(request.headers.get("authorization")))
+        return self.guard.usage(tenant_id)
+
+    @api.get("/admin/risk")
+    async def risk(self, request: Request) -> dict[str, Any]:
+        self._operator(request)
+        return {"tenants": [risk.to_json() for risk in self.guard.risks()]}
+
+    @api.get("/admin/alerts")
+    async def alerts(self, request: Request) -> dict[str, Any]:
+        self._operator(request)
+        return {
+            "alerts": [
+                {"tenant_id": risk.tenant_id, "alerts": list(risk.alerts), "risk": risk.risk}
+                for risk in self.guard.risks()
+                if risk.alerts
+            ]
+        }
+
+
+def gateway_args(
+    model_name: str, settings: ServeSettings, config: PlatformConfig
+) -> dict[str, Any]:
+    """The gateway's constructor arguments: plain JSON (no key store path, no secret)."""
+    return {
+        "model_name": model_name,
+        "settings": asdict(settings),
+        "platform": {
+            "home": str(config.home),
+            "dataset_root": config.dataset_root,
+            "registry_url": config.registry_url,
+            "checkpoint_root": config.checkpoint_root,
+            "log_dir": str(config.log_dir),
+        },
+    }
+
+
+def build_application(ref: ModelRef, settings: ServeSettings, config: PlatformConfig) -> Any:
+    """The bound Serve application for model version `ref`."""
+    runner = ModelRunner.options(
+        num_replicas=settings.model_replicas,
+        ray_actor_options={
+            "num_cpus": settings.model_cpus,
+            "num_gpus": 1 if settings.use_gpu else 0,
+        },
+        user_config={"model": ref.to_json(), "settings": asdict(settings)},
+        max_ongoing_requests=settings.max_ongoing_requests,
+    ).bind()
+    return QueryGateway.options(
+        max_ongoing_requests=settings.max_ongoing_requests,
+        max_queued_requests=settings.max_queued_requests,
+    ).bind(runner, gateway_args(ref.name, settings, config))
+
+
+def build_app(args: dict[str, str]) -> Any:
+    """Application builder for a Serve config file (`infra/serve/serve-config.yaml`): `model`
+    (registry name), optional `version`, settings overrides; the registry from PATCHVEIL_*."""
+    from patchveil.serve.model_host import resolve_model
+
+    config = PlatformConfig.from_env()
+    known = set(ServeSettings.__dataclass_fields__)
+    overrides = {key: value for key, value in args.items() if key in known}
+    settings = ServeSettings(
+        **{
+            k: json.loads(v) if isinstance(v, str) and k != "host" else v
+            for k, v in overrides.items()
+        }
+    )
+    version = args.get("version")
+    record = resolve_model(config.registry_url, args["model"], int(version) if version else None)
+    return build_application(
+        ModelRef(record.name, record.version, record.checkpoint_uri), settings, config
+    )
