@@ -1,0 +1,254 @@
+"""Homomorphic inference on the platform: CKKS ciphertexts in, CKKS ciphertexts out, no secret key.
+
+`HEEvaluator(net).evaluate(public_context, ciphertexts, packing)` runs a square-activation
+network (`patchveil.models.square_nets`) on a tenant's CKKS ciphertexts and returns ciphertexts
+only the tenant can decrypt. A context that holds a secret key is refused: the platform must
+never be able to decrypt what it evaluates.
+
+Packings (what each input and output ciphertext holds):
+
+- ``"throughput"`` (CryptoNets SIMD): one input ciphertext per pixel of the flattened image
+  (`layout.pixels` of them, in (row, column, channel) order), slot *i* of every ciphertext
+  belonging to image *i* (up to N/2 images per request). Output: one ciphertext per class,
+  slot *i* the logit of image *i*. Needs relinearisation keys only.
+- ``"latency"`` (one image per ciphertext): each input is the image's windows matrix
+  `[windows, window_size]` encoded with `tenseal.enc_matmul_encoding` (im2col). Output: one
+  ciphertext per image, its first `classes` slots the logits. Needs Galois keys (rotations).
+
+Wire shape for the route `/v2/models/{name}-he/infer` (`HERequest`/`HEResponse`):
+
+    request  {"packing": "throughput" | "latency", "inputs": ["<base64 ciphertext>", ...]}
+             with the tenant's public context uploaded once beforehand (bytes of
+             `TenantHEContext.public_context()`), identified by its SHA-256 `context_digest`
+    response {"model_name": "<name>-he", "packing": ..., "outputs": ["<base64 ciphertext>", ...]}
+
+Everything crossing is TenSEAL's serialization (protobuf bytes), never a pickle.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tenseal as ts
+
+from patchveil.errors import PatchveilError
+from patchveil.models.square_nets import SquareNet, check_net, window_pixel_index
+
+PACKINGS = ("throughput", "latency")
+# One latency request evaluates at most this many images (about 1–5 s each on a CPU core).
+MAX_LATENCY_IMAGES = 64
+# Deserialized public contexts kept per evaluator: one per recent tenant (≈100 MB each with
+# Galois keys), so a tenant's repeated queries do not parse its context again.
+CONTEXT_CACHE_SIZE = 4
+
+
+class HEQueryError(PatchveilError):
+    """A homomorphic query is malformed: wrong packing, context or ciphertexts."""
+
+
+@dataclass(frozen=True)
+class HERequest:
+    """The body of `/v2/models/{name}-he/infer`: serialized ciphertexts, base64 in JSON."""
+
+    packing: str
+    inputs: list[bytes]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"packing": self.packing, "inputs": [_b64(data) for data in self.inputs]}
+
+    @classmethod
+    def from_json(cls, body: Any) -> HERequest:
+        if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
+            raise HEQueryError('a homomorphic query is {"packing": ..., "inputs": [base64, ...]}')
+        return cls(str(body.get("packing")), [_unb64(item) for item in body["inputs"]])
+
+
+@dataclass(frozen=True)
+class HEResponse:
+    model_name: str
+    packing: str
+    outputs: list[bytes]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "packing": self.packing,
+            "outputs": [_b64(data) for data in self.outputs],
+        }
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> HEResponse:
+        return cls(body["model_name"], body["packing"], [_unb64(item) for item in body["outputs"]])
+
+
+def context_digest(public_context: bytes) -> str:
+    """How the platform names a tenant's uploaded public context."""
+    return hashlib.sha256(public_context).hexdigest()
+
+
+class HEEvaluator:
+    """Evaluates one square-activation network on CKKS ciphertexts."""
+
+    def __init__(self, net: SquareNet) -> None:
+        self.net = check_net(net)
+        self._pixel_index = window_pixel_index(net.layout)  # [windows, window_size]
+        self._contexts: OrderedDict[str, ts.Context] = OrderedDict()
+
+    @property
+    def model_name(self) -> str:
+        return f"{self.net.name}-he"
+
+    def evaluate(
+        self, public_context: bytes, ciphertexts: list[bytes], packing: str
+    ) -> list[bytes]:
+        """Output ciphertexts (serialized) for input ciphertexts (serialized); see the module
+        docstring for what each packing's ciphertexts hold."""
+        if packing not in PACKINGS:
+            raise HEQueryError(f"packing {packing!r} is not one of {', '.join(PACKINGS)}")
+        context = self.public_context(public_context, needs_rotations=packing == "latency")
+        vectors = [
+            self._vector(context, data, position) for position, data in enumerate(ciphertexts)
+        ]
+        if packing == "throughput":
+            outputs = self._throughput(vectors)
+        else:
+            outputs = [self._latency(vector) for vector in vectors]
+        return [output.serialize() for output in outputs]
+
+    def answer(self, public_context: bytes, request: HERequest) -> HEResponse:
+        outputs = self.evaluate(public_context, request.inputs, request.packing)
+        return HEResponse(self.model_name, request.packing, outputs)
+
+    # --- context and inputs -------------------------------------------------------------------
+    def public_context(self, data: bytes, needs_rotations: bool) -> ts.Context:
+        """The tenant's context, refused if it could decrypt (or lacks keys the packing needs)."""
+        digest = context_digest(data)
+        context = self._contexts.get(digest)
+        if context is None:
+            try:
+                context = ts.context_from(data)
+            except (ValueError, RuntimeError, TypeError):
+                raise HEQueryError(
+                    "the public context is not a serialized TenSEAL context; send the bytes of "
+                    "TenantHEContext.public_context()"
+                ) from None
+            if context.has_secret_key():
+                # Checked before anything is cached or evaluated: a context holding a secret key
+                # is dropped here, never stored, logged or echoed.
+                raise HEQueryError(
+                    "the context holds a secret key; the platform accepts only the public "
+                    "context (TenSEAL's make_context_public), so it can never decrypt"
+                )
+            if not context.has_relin_keys():
+                raise HEQueryError("the public context has no relinearisation keys")
+            self._contexts[digest] = context
+            while len(self._contexts) > CONTEXT_CACHE_SIZE:
+                self._contexts.popitem(last=False)
+        self._contexts.move_to_end(digest)
+        if needs_rotations and not context.has_galois_keys():
+            raise HEQueryError(
+                "the latency packing rotates ciphertexts: export the public context with Galois "
+                "keys (public_context(galois_keys=True))"
+            )
+        return context
+
+    def _vector(self, context: ts.Context, data: bytes, position: int) -> ts.CKKSVector:
+        try:
+            return ts.ckks_vector_from(context, data)
+        except (ValueError, RuntimeError, TypeError):
+            raise HEQueryError(
+                f"input {position} is not a serialized CKKS vector for this context"
+            ) from None
+
+    # --- throughput packing: one ciphertext per pixel, one image per slot --------------------
+    def _throughput(self, pixels: list[ts.CKKSVector]) -> list[ts.CKKSVector]:
+        net = self.net
+        if len(pixels) != net.layout.pixels:
+            raise HEQueryError(
+                f"the throughput packing takes one ciphertext per pixel: {net.layout.pixels} for "
+                f"{'×'.join(map(str, net.layout.image_shape))} images, not {len(pixels)}"
+            )
+        if len({pixel.size() for pixel in pixels}) != 1:
+            raise HEQueryError("every pixel ciphertext must hold the same number of images")
+        activations = [  # channel-major, like the plain model's features
+            _affine([pixels[i] for i in self._pixel_index[window]], weights, bias).square()
+            for weights, bias in zip(net.window_weight, net.window_bias, strict=True)
+            for window in range(net.layout.windows)
+        ]
+        if net.pool == "mean":
+            windows = net.layout.windows
+            sums = [_sum(activations[c * windows : (c + 1) * windows]) for c in range(net.channels)]
+            features, hidden_weight = sums, net.hidden_weight / windows
+        else:
+            features, hidden_weight = activations, net.hidden_weight
+        hidden = [
+            _affine(features, weights, bias).square()
+            for weights, bias in zip(hidden_weight, net.hidden_bias, strict=True)
+        ]
+        return [
+            _affine(hidden, weights, bias)
+            for weights, bias in zip(net.output_weight, net.output_bias, strict=True)
+        ]
+
+    # --- latency packing: one image per ciphertext (im2col) -----------------------------------
+    def _latency(self, windows: ts.CKKSVector) -> ts.CKKSVector:
+        net = self.net
+        # enc_matmul_encoding pads each window to a power of two.
+        padded = 1 << (net.layout.window_size - 1).bit_length()
+        expected = net.layout.windows * padded
+        if windows.size() != expected:
+            raise HEQueryError(
+                f"a latency-packed image holds {expected} values ({net.layout.windows} windows × "
+                f"{padded}, tenseal.enc_matmul_encoding of its windows), not {windows.size()}"
+            )
+        channels = []
+        for weights, bias in zip(net.window_weight, net.window_bias, strict=True):
+            channel = windows.conv2d_im2col([weights.tolist()], net.layout.windows) + float(bias)
+            channel.square_()
+            # Mean pooling sums the windows by rotation (no level used) before the dense layer,
+            # whose cost grows with its input length: C inputs instead of C·windows.
+            channels.append(channel.sum() if net.pool == "mean" else channel)
+        packed = ts.CKKSVector.pack_vectors(channels)  # channel-major, windows within
+        hidden_weight = (
+            net.hidden_weight / net.layout.windows if net.pool == "mean" else net.hidden_weight
+        )
+        hidden = packed.mm(hidden_weight.T.tolist()) + net.hidden_bias.tolist()
+        hidden.square_()
+        return hidden.mm(net.output_weight.T.tolist()) + net.output_bias.tolist()
+
+
+def _affine(inputs: list[ts.CKKSVector], weights: np.ndarray, bias: float) -> ts.CKKSVector:
+    """Σ weightᵢ·inputᵢ + bias with plain weights; zero weights cost nothing."""
+    total = None
+    for vector, weight in zip(inputs, weights, strict=True):
+        if weight == 0.0:
+            continue
+        term = vector * float(weight)
+        total = term if total is None else total.add_(term)
+    if total is None:  # every weight zero: still a ciphertext at the right level
+        total = inputs[0] * 0.0
+    return total.add_(float(bias))
+
+
+def _sum(vectors: list[ts.CKKSVector]) -> ts.CKKSVector:
+    total = vectors[0].copy()
+    for vector in vectors[1:]:
+        total.add_(vector)
+    return total
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(item: Any) -> bytes:
+    try:
+        return base64.b64decode(str(item).encode(), validate=True)
+    except (binascii.Error, ValueError):
+        raise HEQueryError("every ciphertext must be base64 of TenSEAL's serialization") from None
