@@ -10,13 +10,18 @@ Conftest files import the fixtures from here.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import pwd
+import secrets
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,3 +191,105 @@ def s3_endpoint() -> Iterator[S3Endpoint]:
         yield S3Endpoint(url=f"http://{host}:{port}")
     finally:
         server.stop()
+
+
+@dataclass(frozen=True)
+class RayCluster:
+    """A Ray cluster of separate nodes on this machine: a platform head and one node per tenant."""
+
+    address: str  # the GCS address drivers join with RAY_ADDRESS
+    tenants: tuple[str, ...]
+    # Token authentication with this cluster's own token: a driver needs these variables.
+    auth_environment: dict[str, str]
+
+
+def _ray_node_ports() -> list[str]:
+    # Every port a node binds that has a fixed default, so several nodes fit on one machine.
+    options = (
+        "--node-manager-port",
+        "--object-manager-port",
+        "--dashboard-agent-listen-port",
+        "--dashboard-agent-grpc-port",
+        "--metrics-export-port",
+        "--runtime-env-agent-port",
+    )
+    return [f"{option}={free_port()}" for option in options]
+
+
+@contextlib.contextmanager
+def running_ray_cluster(tenants: tuple[str, ...], timeout_s: float = 120) -> Iterator[RayCluster]:
+    """`ray start --head` (platform node, custom resource `platform`) plus one `ray start` per
+    tenant with the custom resource `tenant:<id>`, all on 127.0.0.1 in a private temp folder.
+
+    Each node runs under `ray start --block`, which takes its node's processes down when it is
+    terminated: the teardown ends exactly the nodes started here (never `ray stop`, which would
+    end every Ray on the machine).
+    """
+    ray_bin = Path(sys.executable).parent / "ray"
+    # Short: Ray's socket paths live under it and Unix sockets allow ~100 characters.
+    temp_dir = Path(tempfile.mkdtemp(prefix="pv-ray-"))
+    port = free_port()
+    address = f"{LOCALHOST}:{port}"
+    # Its own token, in its own folder: Ray would otherwise pick up (or miss) ~/.ray/auth_token.
+    token_file = temp_dir / "auth_token"
+    token_file.write_text(secrets.token_hex(32))
+    token_file.chmod(0o600)
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file)}
+    environment = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **auth}
+    environment.pop("RAY_ADDRESS", None)
+    common = ["--block", f"--node-ip-address={LOCALHOST}", f"--temp-dir={temp_dir}"]
+    head = [
+        str(ray_bin), "start", "--head", f"--port={port}", "--num-cpus=2",
+        "--resources", json.dumps({"platform": 1}), "--include-dashboard=false",
+        f"--ray-client-server-port={free_port()}", *common, *_ray_node_ports(),
+    ]  # fmt: skip
+    nodes: list[subprocess.Popen[bytes]] = []
+    try:
+        nodes.append(_start_node(head, environment, temp_dir / "head.log"))
+        _wait_for_port(port, nodes[0], temp_dir / "head.log", timeout_s)
+        for tenant_id in tenants:
+            worker = [
+                # Ray turns a loopback --address into the machine's address; its GCS listens on
+                # every interface, whatever --node-ip-address says (Ray offers no loopback-only GCS).
+                str(ray_bin), "start", f"--address={address}", "--num-cpus=1",
+                "--resources", json.dumps({f"tenant:{tenant_id}": 1}), *common,
+                *_ray_node_ports(),
+            ]  # fmt: skip
+            nodes.append(_start_node(worker, environment, temp_dir / f"{tenant_id}.log"))
+        # Drivers wait for the tenant nodes to join (ray.nodes()); no probe process here.
+        yield RayCluster(address=address, tenants=tenants, auth_environment=auth)
+    finally:
+        for node in reversed(nodes):
+            node.terminate()
+        for node in reversed(nodes):
+            try:
+                node.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(node.pid, signal.SIGKILL)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _start_node(
+    command: list[str], environment: dict[str, str], log: Path
+) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as output:
+        return subprocess.Popen(
+            command,
+            env=environment,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _wait_for_port(port: int, node: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
+    """Wait until the head's GCS accepts connections (the tenant nodes join it then)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if node.poll() is not None:
+            pytest.fail(f"the Ray head exited with {node.returncode}: {log.read_text()[-2000:]}")
+        with socket.socket() as probe:
+            if probe.connect_ex((LOCALHOST, port)) == 0:
+                return
+        time.sleep(0.5)
+    pytest.fail(f"the Ray head did not listen on {LOCALHOST}:{port} in {timeout_s:g} s")
