@@ -40,7 +40,7 @@ def key_noise(points: np.ndarray, relative: float, seed: int = 2) -> np.ndarray:
 @pytest.fixture(scope="module")
 def defence() -> CloneDefence:
     head = np.random.default_rng(3).standard_normal((CLASSES, DIM))
-    return CloneDefence.for_model(SECRET, DefenceSettings(), head)
+    return CloneDefence.for_model(SECRET, DefenceSettings(), head, embeddings(500, seed=30))
 
 
 # --- α by volume --------------------------------------------------------------------------
@@ -105,6 +105,38 @@ def test_the_same_image_under_other_keys_keeps_its_code_and_distinct_images_spre
     assert len(np.unique(codes)) / len(codes) > 0.9
 
 
+def collapsed(count: int, seed: int) -> np.ndarray:
+    """Embeddings as a ViT gives them: far from the origin, filling a few directions."""
+    rng = np.random.default_rng(seed)
+    basis = np.random.default_rng(40).standard_normal((8, DIM))
+    scales = np.geomspace(8.0, 1.0, 8)
+    return (
+        20.0
+        + (rng.standard_normal((count, 8)) * scales) @ basis
+        + 0.01 * rng.standard_normal((count, DIM))
+    )
+
+
+def largest_share(codes: np.ndarray) -> float:
+    return float(np.unique(codes, return_counts=True)[1].max() / len(codes))
+
+
+def test_fitting_on_reference_embeddings_spreads_the_codes() -> None:
+    reference, queries = collapsed(2000, seed=41), collapsed(2000, seed=42)
+    plain = EmbeddingHasher(DIM, 16, 0).codes(queries)
+    fitted = EmbeddingHasher.fit(reference, 16, 0)
+    codes = fitted.codes(queries)
+    assert largest_share(plain) > 0.2  # hyperplanes through the origin barely cut the data
+    # No code holds a large share, so no watermarked code alters many answers (8 directions
+    # of data cut by 16 hyperplanes: fewer codes than 2^16 are reachable).
+    assert largest_share(codes) < 0.01 and len(np.unique(codes)) > 0.5 * len(codes)
+    assert (fitted.codes(key_noise(queries, 1e-6)) == codes).mean() > 0.999
+    # The same sample fitted again, even in another row order, hashes alike.
+    again = EmbeddingHasher.fit(reference[::-1], 16, 0)
+    assert (again.codes(queries) == codes).mean() > 0.99
+    assert "whitened_dims=8" in repr(fitted)
+
+
 def test_the_hash_is_fixed_by_its_seed() -> None:
     points = embeddings(100)
     assert np.array_equal(
@@ -167,9 +199,9 @@ def test_the_watermark_rate_holds_whatever_alpha_is(defence: CloneDefence) -> No
     assert 0.0035 < rate < 0.0065, rate  # 0.5% ± 3 binomial standard deviations
     assert answers.altered[answers.watermarked].all()
     assert np.array_equal(quiet.watermarked, answers.watermarked[:1000])
-    mask, labels = defence.watermark(points, probs)
-    assert np.array_equal(mask, answers.watermarked)
-    assert np.array_equal(labels[mask], answers.labels[mask])
+    mask, labels = defence.watermark(points[:2000], probs[:2000])
+    assert np.array_equal(mask, answers.watermarked[:2000])
+    assert np.array_equal(labels[mask], answers.labels[:2000][mask])
 
 
 def test_the_secret_never_shows(defence: CloneDefence, caplog: pytest.LogCaptureFixture) -> None:
