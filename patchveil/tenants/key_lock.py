@@ -27,3 +27,12 @@ def key_vector(key: Key, key_dim: int) -> np.ndarray:
     # 24 high bits → exactly representable float32 in [0, 1), then centred.
     unit = (raw >> np.uint32(8)).astype(np.float32) / np.float32(1 << 24)
     return unit * np.float32(2) - np.float32(1)
+
+
+LOCK_INIT_LABEL = "patchveil/federated/lock-init/v1"
+
+
+def lock_seed(key: Key) -> int:
+    """A seed for the lock layers' first weights, from the key: the platform, which builds the
+    same architecture, cannot know the tenant's starting lock either."""
+    return int.from_bytes(key.keystream(LOCK_INIT_LABEL).read(8), "big") >> 1
