@@ -65,7 +65,8 @@ class DefenceSettings:
             raise DefenceError(f"confusable_k must be at least 1, got {self.confusable_k}")
 
 
-def _smoothstep(t: float) -> float:
+def smoothstep(t: float) -> float:
+    """0 below 0, 1 above 1, 3t² − 2t³ between: a step with no kink at either end."""
     t = min(1.0, max(0.0, t))
     return t * t * (3.0 - 2.0 * t)
 
@@ -75,14 +76,14 @@ def volume_score(query_count: int, normal_volume: int, cloning_volume: int) -> f
     if query_count <= normal_volume:
         return 0.0
     span = np.log(cloning_volume) - np.log(normal_volume)
-    return _smoothstep(float((np.log(query_count) - np.log(normal_volume)) / span))
+    return smoothstep(float((np.log(query_count) - np.log(normal_volume)) / span))
 
 
 def intentional_error_rate(query_count: int, settings: DefenceSettings, risk: float = 0.0) -> float:
     """α for a tenant that has asked `query_count` images: 0 at normal use, `max_error_rate` at
     cloning volume, and at least as high as a monitor's `risk` above `risk_floor` says."""
     by_volume = volume_score(query_count, settings.normal_volume, settings.cloning_volume)
-    by_risk = _smoothstep((risk - settings.risk_floor) / (1.0 - settings.risk_floor))
+    by_risk = smoothstep((risk - settings.risk_floor) / (1.0 - settings.risk_floor))
     return settings.max_error_rate * max(by_volume, by_risk)
 
 

@@ -33,7 +33,7 @@ import numpy as np
 from scipy import stats
 
 from patchveil.errors import PatchveilError
-from patchveil.serve.defence import volume_score
+from patchveil.serve.defence import smoothstep, volume_score
 
 _LOG_FORMAT = 1
 _REPLAYED_FIELDS = frozenset({"tenant_id", "time", "label", "projection"})
@@ -104,7 +104,7 @@ class TenantRisk:
     risk: float
     flagged: bool
     alerts: tuple[str, ...]
-    prada_statistic: float | None  # Shapiro–Wilk W of recent distances; None until enough
+    prada_statistic: float | None  # W of recent log distances; None until enough
     ood_fraction: float | None  # None without reference embeddings or enough queries
     volume_score: float
     flagged_at: int | None = None
@@ -123,11 +123,6 @@ class TenantRisk:
             "ood_fraction": None if self.ood_fraction is None else round(self.ood_fraction, 4),
             "volume_score": round(self.volume_score, 4),
         }
-
-
-def _smoothstep(t: float) -> float:
-    t = min(1.0, max(0.0, t))
-    return t * t * (3.0 - 2.0 * t)
 
 
 def random_projection(dim: int, projection_dim: int, seed: int) -> np.ndarray:
@@ -274,8 +269,7 @@ class QueryMonitor:
                 for i in range(count)
             ]
             self._append(lines)
-            self._update(tenant_id, np.asarray(projected), labels.astype(np.int64))
-            return self._risk(tenant_id)
+            return self._update(tenant_id, np.asarray(projected), labels.astype(np.int64))
 
     def risk(self, tenant_id: str) -> TenantRisk:
         with self._lock:
@@ -328,7 +322,7 @@ class QueryMonitor:
             self._tenants[tenant_id] = state
         return state
 
-    def _update(self, tenant_id: str, projected: np.ndarray, labels: np.ndarray) -> None:
+    def _update(self, tenant_id: str, projected: np.ndarray, labels: np.ndarray) -> TenantRisk:
         state = self._state(tenant_id)
         s = self.settings
         nearest = nearest_distances(
@@ -355,12 +349,13 @@ class QueryMonitor:
                 beyond = np.sqrt(np.maximum(to_reference.min(axis=1), 0.0)) > self._ood_radius
                 state.ood.extend(bool(flag) for flag in beyond)
         state.queries += len(projected)
-        if state.flagged_at is None:
+        now = self._risk(tenant_id)
+        if now.flagged and state.flagged_at is None:
+            state.flagged_at = state.queries
+            state.flagged_for = now.alerts
+            state.flagged_risk = now.risk
             now = self._risk(tenant_id)
-            if now.flagged:
-                state.flagged_at = state.queries
-                state.flagged_for = now.alerts
-                state.flagged_risk = now.risk
+        return now
 
     def _risk(self, tenant_id: str) -> TenantRisk:
         s = self.settings
@@ -372,7 +367,7 @@ class QueryMonitor:
         prada_score = 0.0
         if len(state.distances) >= s.prada_min_queries:
             prada = prada_statistic(np.fromiter(state.distances, dtype=np.float64))
-            prada_score = _smoothstep((s.prada_clear - prada) / (s.prada_clear - s.prada_delta))
+            prada_score = smoothstep((s.prada_clear - prada) / (s.prada_clear - s.prada_delta))
             if prada < s.prada_delta:
                 alerts.append(
                     f"prada: W={prada:.3f} < {s.prada_delta} over the last "
@@ -382,7 +377,7 @@ class QueryMonitor:
         ood_score = 0.0
         if self._reference is not None and len(state.ood) >= s.ood_min_queries:
             ood_fraction = sum(state.ood) / len(state.ood)
-            ood_score = _smoothstep(
+            ood_score = smoothstep(
                 (ood_fraction - s.ood_clear_fraction)
                 / (s.ood_alarm_fraction - s.ood_clear_fraction)
             )
