@@ -111,6 +111,7 @@ def candidate_sets(
         source[row, 1:] = order[order != answer][: k - 1]
     if result_key is None:
         return np.sort(source, axis=1)
-    return np.stack(
-        [source[row, keyed_order(result_key, row, k)] for row in range(len(source))]
-    ).reshape(len(source), k)
+    orders = np.array(
+        [keyed_order(result_key, row, k) for row in range(len(source))], dtype=np.int64
+    ).reshape(-1, k)
+    return np.take_along_axis(source, orders, axis=1)

@@ -34,6 +34,10 @@ def test_a_defended_answer_is_hidden_instead_of_the_top_one() -> None:
     assert sets.tolist() == [[0, 3]]  # the answer 3, and the most probable other class
 
 
+def test_an_empty_batch_gets_empty_sets() -> None:
+    assert candidate_sets(np.empty((0, CLASSES)), np.empty(0, np.int64), 3, KEY).shape == (0, 3)
+
+
 def test_without_a_key_the_set_is_in_ascending_order() -> None:
     probs = probabilities(50)
     sets = candidate_sets(probs, probs.argmax(axis=1), 4)
