@@ -66,6 +66,10 @@ class MonitorSettings:
     # A query this close to an earlier one (relative to the median distance) is the same image
     # again under a fresh key (~1e-7): a retry, not a step; it stays out of the distances.
     repeat_ratio: float = 1e-3
+    # Where the label is withheld (-1: result privacy), PRADA groups queries by the nearest of
+    # this many k-means centres of the reference embeddings instead (more than the classes:
+    # splitting a class costs little, merging two would mix far-apart queries).
+    prada_groups: int = 32
     normal_volume: int = 2_000
     cloning_volume: int = 20_000
     ood_quantile: float = 0.99  # a query is out of distribution beyond this reference quantile
@@ -88,6 +92,8 @@ class MonitorSettings:
             raise MonitorError("need 0 < normal_volume < cloning_volume")
         if not 0 <= self.ood_clear_fraction < self.ood_alarm_fraction <= 1:
             raise MonitorError("need 0 ≤ ood_clear_fraction < ood_alarm_fraction ≤ 1")
+        if self.prada_groups < 1:
+            raise MonitorError(f"prada_groups must be at least 1, got {self.prada_groups}")
         if not 0 <= self.repeat_ratio < 1:
             raise MonitorError(f"repeat_ratio must be in [0, 1), got {self.repeat_ratio}")
         if not 0 < self.ood_quantile < 1 or not 0 < self.risk_threshold <= 1:
@@ -161,6 +167,28 @@ def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", a, a)[:, None] + np.einsum("ij,ij->i", b, b)[None, :] - 2 * cross
 
 
+def kmeans_centres(points: np.ndarray, count: int, seed: int, rounds: int = 20) -> np.ndarray:
+    """[count, d] centres of `points`: k-means++ from a seeded start, then Lloyd (deterministic)."""
+    count = min(count, len(points))
+    rng = np.random.default_rng(seed)
+    centres = [points[rng.integers(len(points))]]
+    closest = _squared_distances(points, centres[0][None, :])[:, 0]
+    for _ in range(1, count):
+        # Far points are likelier centres, so two classes rarely share one.
+        weights = np.maximum(closest, 0.0)
+        chosen = rng.choice(len(points), p=weights / weights.sum()) if weights.sum() > 0 else 0
+        centres.append(points[chosen])
+        closest = np.minimum(closest, _squared_distances(points, points[chosen][None, :])[:, 0])
+    found = np.array(centres)
+    for _ in range(rounds):
+        nearest = _squared_distances(points, found).argmin(axis=1)
+        for group in range(count):
+            members = points[nearest == group]
+            if len(members):
+                found[group] = members.mean(axis=0)
+    return found
+
+
 def prada_statistic(distances: np.ndarray) -> float:
     """Shapiro–Wilk W of the log of positive distances (1 = log-normal; constant: 0).
 
@@ -211,6 +239,7 @@ class QueryMonitor:
         self._projection: np.ndarray | None = None
         self._reference: np.ndarray | None = None
         self._ood_radius: float | None = None
+        self._group_centres: np.ndarray | None = None
         self.skipped_log_lines = 0
         if reference_embeddings is not None:
             reference = np.asarray(reference_embeddings, dtype=np.float64)
@@ -220,6 +249,9 @@ class QueryMonitor:
                 )
             self._reference = self._project(reference)
             self._ood_radius = self._reference_radius(self._reference)
+            self._group_centres = kmeans_centres(
+                self._reference, self.settings.prada_groups, self.settings.projection_seed
+            )
         self._replay()
 
     def __repr__(self) -> str:
@@ -325,6 +357,7 @@ class QueryMonitor:
     def _update(self, tenant_id: str, projected: np.ndarray, labels: np.ndarray) -> TenantRisk:
         state = self._state(tenant_id)
         s = self.settings
+        labels = self._prada_groups(projected, labels)
         nearest = nearest_distances(
             projected,
             labels,
@@ -356,6 +389,17 @@ class QueryMonitor:
             state.flagged_risk = now.risk
             now = self._risk(tenant_id)
         return now
+
+    def _prada_groups(self, projected: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """The label where logged; where withheld (< 0), -1 − the nearest reference centre (all
+        -1 without a reference). A function of the log alone, so a replay groups alike."""
+        withheld = labels < 0
+        if not withheld.any() or self._group_centres is None:
+            return labels
+        groups = labels.copy()
+        centre = _squared_distances(projected[withheld], self._group_centres).argmin(axis=1)
+        groups[withheld] = -1 - centre
+        return groups
 
     def _risk(self, tenant_id: str) -> TenantRisk:
         s = self.settings

@@ -86,6 +86,20 @@ def test_prada_flags_a_cloning_stream_but_not_a_benign_one(
     assert [r.tenant_id for r in monitor.risks()] == ["cloner", "honest"]
 
 
+def test_prada_works_when_result_privacy_withholds_the_label(
+    tmp_path: Path, reference: np.ndarray
+) -> None:
+    log = tmp_path / "queries.jsonl"
+    monitor = QueryMonitor(log, reference_embeddings=reference)
+    points, _ = natural(800, seed=16)
+    benign = send(monitor, "private", points, np.full(800, -1))
+    assert not any(risk.flagged for risk in benign)
+    seeds, _ = perturbed_seeds(600, seed=17)
+    assert send(monitor, "private-cloner", seeds, np.full(600, -1))[-1].flagged
+    again = QueryMonitor(log, reference_embeddings=reference)
+    assert again.risk("private").to_json() == monitor.risk("private").to_json()
+
+
 def test_out_of_distribution_queries_raise_the_risk(tmp_path: Path, reference: np.ndarray) -> None:
     monitor = QueryMonitor(tmp_path / "queries.jsonl", reference_embeddings=reference)
     noise = np.random.default_rng(4).standard_normal((300, DIM)) * 4.0
