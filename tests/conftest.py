@@ -51,3 +51,14 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
     with temporary_settings(updates=updates), prefect_test_harness(server_startup_timeout=90):
         database_url = PREFECT_SERVER_DATABASE_CONNECTION_URL.value()
         yield {"home": home, "database": Path(database_url.partition(":///")[2]).parent}
+
+
+# Real services for the `postgres` and `s3` tests, each started on first use only and shared by
+# the whole session (one PostgreSQL server, one S3 endpoint): see tests/services.py.
+from tests.services import (  # noqa: E402, F401
+    postgres_server,
+    postgres_url,
+    postgresql_database,
+    postgresql_noproc_server,
+    s3_endpoint,
+)

@@ -24,12 +24,6 @@ from patchveil.pipelines.publishing import (
 )
 from patchveil.registry import Registry
 from tests.datasets.factories import make_table
-from tests.services import (  # noqa: F401 (fixtures)
-    postgres_server,
-    postgres_url,
-    postgresql_database,
-    postgresql_noproc_server,
-)
 
 DATASET = "race"
 
