@@ -8,6 +8,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -297,3 +298,19 @@ def test_named_locks_hold_across_registries_only_on_postgresql(registry: Registr
         waiter.join(timeout=10)
     assert entered.is_set()
     assert lock_key("dataset-cifar") == lock_key("dataset-cifar") != lock_key("dataset-other")
+
+
+@pytest.mark.postgres
+def test_concurrent_trainers_get_distinct_model_versions_on_postgresql(postgres_url: str) -> None:
+    with Registry(postgres_url) as registry:
+        registry.upsert_tenant("acme", cipher="conventional", block_size=4, image_size=32)
+
+    def record(index: int) -> int:
+        with Registry(postgres_url) as trainer:  # one per trainer, as on separate machines
+            return trainer.record_model_version(
+                "shared-vit", checkpoint_uri=f"/c/{index}", model_card={"run": index}
+            ).version
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        versions = sorted(pool.map(record, range(6)))
+    assert versions == [1, 2, 3, 4, 5, 6]
