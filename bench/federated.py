@@ -13,7 +13,8 @@ the image. SSIM and PSNR on uint8 images, data range 255 (`patchveil.audit.scori
 is FedKL's published variant (RMSE in place of MSE: half the standard dB).
 
 Accuracy: two tenants split the CIFAR training images (less `--stranger-images` kept for the
-stranger); FedAvg and FedKL run `--rounds` rounds of one local epoch with the federated clients in
+stranger); FedAvg (like for like: a batch norm where the lock sits; and DLG's LeNet without) and
+FedKL run `--rounds` rounds of one local epoch with the federated clients in
 process (the same `run_rounds` and `FederatedClient` the Ray flow uses, without Ray); centralised
 trains the same model on the union for as many epochs. All on the CIFAR test split. The stranger
 holds FedKL's global weights but no key and no lock: his accuracy with the platform's untrained
@@ -196,8 +197,12 @@ def run_accuracy(
 
     figures: dict[str, Any] = {}
     models: dict[str, Any] = {}
-    for mode, lock in (("fedavg", None), ("fedkl", LOCK)):
-        spec = NetSpec("lenet", width=args.lenet_width, key_lock=lock)
+    for mode, lock, stem_norm in (
+        ("fedavg", None, True),
+        ("fedavg_without_norm", None, False),
+        ("fedkl", LOCK, False),
+    ):
+        spec = NetSpec("lenet", width=args.lenet_width, key_lock=lock, stem_norm=stem_norm)
         config = FederatedConfig(spec, args.rounds, 2, training, args.seed)
         started = time.monotonic()
         weights, _ = run_rounds(
@@ -222,7 +227,7 @@ def run_accuracy(
         models[mode] = (spec, weights)
 
     torch.manual_seed(args.seed)
-    central = create_net(NetSpec("lenet", width=args.lenet_width))
+    central = create_net(NetSpec("lenet", width=args.lenet_width, stem_norm=True))
     started = time.monotonic()
     train_locally(
         central,
@@ -333,6 +338,20 @@ def markdown(payload: dict[str, Any]) -> str:
             + "."
         ),
     ]
+    informative = {r["model"] for r in payload["attacks"] if not r["lock"] and r["ssim"] > 0.2}
+    uninformative = sorted({r["model"] for r in payload["attacks"]} - informative)
+    if uninformative:
+        lines += [
+            "",
+            f"For {', '.join(uninformative)} no attack recovered the image even without the lock at "
+            "this CPU budget (Inverting Gradients needs thousands of steps on deep models), so their "
+            "lock rows say nothing about the lock: only the LeNet rows test it.",
+        ]
+    lines += [
+        "",
+        "The adaptive attacker who optimises the lock jointly with the image is the strongest one "
+        "against the lock; a larger budget than this bench's may do better than shown.",
+    ]
     accuracy_figures = payload["accuracy"]
     gap = 100 * (accuracy_figures["fedavg"] - accuracy_figures["fedkl"])
     stranger = accuracy_figures["stranger"]
@@ -347,17 +366,20 @@ def markdown(payload: dict[str, Any]) -> str:
         "",
         "| training | accuracy |",
         "|---|---|",
-        f"| centralised | {accuracy_figures['centralised']:.1%} |",
-        f"| FedAvg | {accuracy_figures['fedavg']:.1%} |",
+        f"| centralised (batch norm after conv1) | {accuracy_figures['centralised']:.1%} |",
+        f"| FedAvg (batch norm after conv1: like for like) | {accuracy_figures['fedavg']:.1%} |",
+        f"| FedAvg (DLG's LeNet, no norm) | {accuracy_figures['fedavg_without_norm']:.1%} |",
         f"| FedKL (each tenant with its own lock, mean) | {accuracy_figures['fedkl']:.1%} |",
         f"| stranger: FedKL weights, platform's untrained lock, zero key | {stranger['platform_lock_zero_key']:.1%} |",
         f"| stranger: FedKL weights, random lock and key | {stranger['random_lock']:.1%} |",
         f"| stranger: FedKL weights, lock trained on {stranger['own_images']} own images "
         f"({stranger['own_epochs']} epochs) | {stranger['own_trained_lock']:.1%} |",
         "",
-        f"**Target FedKL within {ACCURACY_TARGET_POINTS:.0f} points of FedAvg:** "
-        + ("met" if abs(gap) <= ACCURACY_TARGET_POINTS else "NOT met")
-        + f" (FedAvg − FedKL = {gap:+.1f} points).",
+        f"**Target FedKL at most {ACCURACY_TARGET_POINTS:.0f} points below FedAvg:** "
+        + ("met" if gap <= ACCURACY_TARGET_POINTS else "NOT met")
+        + f" (FedAvg − FedKL = {gap:+.1f} points; like-for-like FedAvg has a batch norm where "
+        "FedKL has its lock). A sigmoid LeNet on a 7.8k-image CIFAR subset for a few epochs is "
+        "far from converged: these are small-budget figures, one seed.",
         "",
         "The honest stranger figure is the last row: the lock is a few thousand weights in front of "
         "a shared body, and whoever holds the global weights and a few labelled images of his own "

@@ -43,6 +43,8 @@ class NetSpec:
 
     `width` is the first layer's channel count (LeNet 12, ResNet-18 64 as published; smaller for
     tests); for the ViT it is the embedding width (its depth and heads follow from `vit_depth`).
+    `stem_norm` gives an unlocked LeNet an ordinary batch norm where the lock would sit: FedAvg's
+    like-for-like baseline, since the lock also normalises (ResNet-18 has one anyway).
     """
 
     name: str
@@ -52,6 +54,7 @@ class NetSpec:
     key_lock: KeyLockConfig | None = None
     vit_depth: int = 2
     patch_size: int = 4
+    stem_norm: bool = False
 
     def __post_init__(self) -> None:
         if self.name not in _NETS:
@@ -82,9 +85,12 @@ class LeNet(nn.Module):
         super().__init__()
         width = spec.width or 12
         self.conv1 = nn.Conv2d(3, width, 5, padding=2, stride=2)
-        self.key_lock: nn.Module = (
-            KeyLock(width, "channels", spec.key_lock) if spec.key_lock else nn.Identity()
-        )
+        # The module after the first convolution: the lock, a plain batch norm, or nothing.
+        self.key_lock: nn.Module = nn.Identity()
+        if spec.key_lock:
+            self.key_lock = KeyLock(width, "channels", spec.key_lock)
+        elif spec.stem_norm:
+            self.key_lock = nn.BatchNorm2d(width, track_running_stats=False)
         self.body = nn.Sequential(
             nn.Sigmoid(),
             nn.Conv2d(width, width, 5, padding=2, stride=2),

@@ -10,7 +10,8 @@ and no lock parameter.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from functools import cache
 from pathlib import Path
@@ -30,8 +31,11 @@ from patchveil.pipelines.ray_runtime import ensure_ray
 from patchveil.pipelines.tenant_handle import NAMESPACE, call
 
 CLIENT_CPUS = 0.5
-# Restarted by Ray when its process dies; a call that dies with it fails and is sent again once.
+# Restarted by Ray when its process dies; a call that dies with it fails, and is sent again to
+# the restarted actor for up to RESTART_PATIENCE_S (`call_surviving_restarts`).
 CLIENT_RESTART_OPTIONS: dict[str, Any] = {"max_restarts": -1, "max_task_retries": 0}
+# A restarting actor reloads torch, its key and its lock: seconds, more on a busy machine.
+RESTART_PATIENCE_S = 120.0
 _OPTIONS: dict[str, Any] = {"persist_result": False, "cache_policy": NO_CACHE}
 
 
@@ -77,25 +81,46 @@ def federated_client(
     )
 
 
-def ray_dispatch(handles: Mapping[str, Any], retries: int = 1) -> Dispatch:
-    """Send every plan to its tenant's client at once; wait for each; a call lost with a dead
-    actor is sent again (to the restarted actor) up to `retries` times, then reported."""
+def _lost_actor_errors() -> tuple[type[BaseException], ...]:
     from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
-    lost = (RayActorError, ActorDiedError, ActorUnavailableError)
+    return (RayActorError, ActorDiedError, ActorUnavailableError)
+
+
+def call_surviving_restarts(send: Callable[[], Any], patience_s: float = RESTART_PATIENCE_S) -> Any:
+    """`call(send())`, sent again while the actor is dead or restarting, for up to `patience_s`
+    seconds: Ray restarts it, and the new one reloads its key and lock by itself."""
+    lost = _lost_actor_errors()
+    deadline = time.monotonic() + patience_s
+    wait = 0.5
+    while True:
+        try:
+            return call(send())
+        except lost:
+            if time.monotonic() + wait > deadline:
+                raise
+            time.sleep(wait)
+            wait = min(2 * wait, 8.0)
+
+
+def ray_dispatch(handles: Mapping[str, Any], patience_s: float = RESTART_PATIENCE_S) -> Dispatch:
+    """Send every plan to its tenant's client at once; wait for each; a call lost with a dead
+    actor is sent again to the restarted actor (`call_surviving_restarts`), then reported."""
+    lost = _lost_actor_errors()
 
     def dispatch(plans: Mapping[str, RoundPlan]) -> dict[str, ClientUpdate | BaseException]:
         pending = {tenant: handles[tenant].fit.remote(plan) for tenant, plan in plans.items()}
         answers: dict[str, ClientUpdate | BaseException] = {}
         for tenant, reference in pending.items():
-            for attempt in range(retries + 1):
+            try:
+                answers[tenant] = call(reference)
+            except lost:
                 try:
-                    answers[tenant] = call(reference)
-                    break
+                    answers[tenant] = call_surviving_restarts(
+                        lambda t=tenant: handles[t].fit.remote(plans[t]), patience_s
+                    )
                 except lost as error:
                     answers[tenant] = error
-                    if attempt < retries:
-                        reference = handles[tenant].fit.remote(plans[tenant])
         return answers
 
     return dispatch
@@ -135,7 +160,7 @@ def start_clients(
             encrypt,
             max_images,
         )
-        call(handle.describe.remote())
+        call_surviving_restarts(lambda h=handle: h.describe.remote())
     return sorted(tenants)
 
 
@@ -169,7 +194,7 @@ def evaluate_clients(
     results = {}
     for tenant in tenant_ids:
         handle = ray.get_actor(client_name(tenant), namespace=NAMESPACE)
-        results[tenant] = call(handle.evaluate.remote(plan)).accuracy
+        results[tenant] = call_surviving_restarts(lambda h=handle: h.evaluate.remote(plan)).accuracy
     return results
 
 
