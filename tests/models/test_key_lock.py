@@ -83,3 +83,10 @@ def test_a_state_with_lock_parameters_or_another_architecture_is_refused() -> No
         set_model_key(model, torch.zeros(3))
     with pytest.raises(PatchveilError, match="unknown federated model"):
         NetSpec("alexnet")
+
+
+def test_the_like_for_like_baseline_has_a_plain_norm_where_the_lock_sits() -> None:
+    baseline = create_net(NetSpec("lenet", image_size=16, width=4, stem_norm=True))
+    assert isinstance(baseline.key_lock, torch.nn.BatchNorm2d)
+    assert not lock_parameter_names(baseline)
+    assert baseline(torch.rand(2, 3, 16, 16)).shape == (2, 10)
