@@ -87,3 +87,15 @@ def test_evaluation_uses_the_tenants_lock(client: FederatedClient) -> None:
     result = client.evaluate(_plan())
     assert result.images == 24 and 0 <= result.accuracy <= 1
     assert "clinic" in repr(client) and "key" not in repr(client).lower()
+
+
+def test_a_tenant_can_train_on_its_own_ciphertext(tmp_path: Path) -> None:
+    from patchveil.tenants.keys import CipherSpec
+
+    KeyStore(tmp_path / "keys").create("bank", CipherSpec("conventional", 4, 16))
+    source = write_tenant_source(tmp_path / "bank.npz", seed=3)
+    client = FederatedClient("bank", str(tmp_path / "keys"), source, encrypt=True)
+    plain = client._training_data().images
+    assert not np.array_equal(client._inputs(plain), plain)
+    update = client.fit(_plan())
+    assert update.num_samples == 24 and np.isfinite(update.train_loss)
