@@ -106,9 +106,16 @@ def window_pixel_index(layout: InputLayout) -> np.ndarray:
 
 
 def im2col(layout: InputLayout, images: np.ndarray) -> np.ndarray:
-    """`[N, windows, window_size]`: every window of every image (the latency packing's rows)."""
+    """`[N, windows, window_size]`: every window of every image."""
     flat = layout.check_images(images).reshape(len(images), -1)
     return flat[:, window_pixel_index(layout)]
+
+
+def im2col_with_one(layout: InputLayout, images: np.ndarray) -> np.ndarray:
+    """`[N, windows, window_size + 1]`: every window followed by a constant 1, the input that
+    carries the biases (see `BiasFreeWeights`); the latency packing encrypts these rows."""
+    windows = im2col(layout, images)
+    return np.concatenate([windows, np.ones((*windows.shape[:2], 1))], axis=2)
 
 
 @dataclass(frozen=True)
@@ -217,6 +224,52 @@ def plain_logits(net: SquareNet, images: np.ndarray) -> np.ndarray:
 
 def plain_predict(net: SquareNet, images: np.ndarray) -> np.ndarray:
     return plain_logits(net, images).argmax(axis=1)
+
+
+@dataclass(frozen=True)
+class BiasFreeWeights:
+    """The same network with every bias moved onto a constant-1 input, so no plain value is
+    ever added to a ciphertext.
+
+    Why: TenSEAL labels a rescaled ciphertext with the nominal scale 2**scale_bits although the
+    prime it divided by differs from it (by about 1e-3 with 26-bit primes), so every rescaling
+    multiplies the encrypted values by a factor close to 1. A product and a plain bias added to
+    it would disagree by that factor; carried by a constant 1 that goes through the very same
+    operations, the bias shares the factor with everything else in its layer, and the logits
+    come out all multiplied by one positive number, which leaves the argmax alone.
+
+    Each window gets a last input fixed at 1; channel `channels` (the last) reads only it, so
+    its square is 1 at every window; hidden unit `hidden` (the last) reads only that channel,
+    so its square is 1 too. Mean pooling divides the hidden weights by the number of windows.
+    """
+
+    window_weight: np.ndarray  # [channels + 1, window_size + 1]
+    hidden_weight: np.ndarray  # [hidden + 1, features + windows or + 1], pooling folded in
+    output_weight: np.ndarray  # [classes, hidden + 1]
+
+
+def bias_free_weights(net: SquareNet) -> BiasFreeWeights:
+    channels, windows = net.channels, net.layout.windows
+    hidden = net.hidden_bias.shape[0]
+    window_weight = np.zeros((channels + 1, net.layout.window_size + 1))
+    window_weight[:channels, :-1] = net.window_weight
+    window_weight[:channels, -1] = net.window_bias
+    window_weight[channels, -1] = 1.0
+    if net.pool == "mean":
+        # The evaluator sums the windows; the mean's 1/windows goes into these weights.
+        hidden_weight = np.zeros((hidden + 1, channels + 1))
+        hidden_weight[:hidden, :channels] = net.hidden_weight
+        hidden_weight[:hidden, channels] = net.hidden_bias
+        hidden_weight[hidden, channels] = 1.0
+        hidden_weight /= windows
+    else:
+        # Channel-major features; the constant channel is 1 at every window: read its first.
+        hidden_weight = np.zeros((hidden + 1, (channels + 1) * windows))
+        hidden_weight[:hidden, : channels * windows] = net.hidden_weight
+        hidden_weight[:hidden, channels * windows] = net.hidden_bias
+        hidden_weight[hidden, channels * windows] = 1.0
+    output_weight = np.concatenate([net.output_weight, net.output_bias[:, None]], axis=1)
+    return BiasFreeWeights(window_weight, hidden_weight, output_weight)
 
 
 # --- training ---------------------------------------------------------------------------------

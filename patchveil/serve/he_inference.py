@@ -8,12 +8,17 @@ never be able to decrypt what it evaluates.
 Packings (what each input and output ciphertext holds):
 
 - ``"throughput"`` (CryptoNets SIMD): one input ciphertext per pixel of the flattened image
-  (`layout.pixels` of them, in (row, column, channel) order), slot *i* of every ciphertext
-  belonging to image *i* (up to N/2 images per request). Output: one ciphertext per class,
-  slot *i* the logit of image *i*. Needs relinearisation keys only.
-- ``"latency"`` (one image per ciphertext): each input is the image's windows matrix
-  `[windows, window_size]` encoded with `tenseal.enc_matmul_encoding` (im2col). Output: one
-  ciphertext per image, its first `classes` slots the logits. Needs Galois keys (rotations).
+  (`layout.pixels` of them, in (row, column, channel) order) and a last one holding 1 in every
+  slot; slot *i* of every ciphertext belongs to image *i* (up to N/2 images per request).
+  Output: one ciphertext per class, slot *i* the logit of image *i*. Needs relinearisation keys
+  only.
+- ``"latency"`` (one image per ciphertext): each input is the image's windows matrix, every
+  window followed by a 1 (`im2col_with_one`, `[windows, window_size + 1]`), encoded with
+  `tenseal.enc_matmul_encoding`. Output: one ciphertext per image, its first `classes` slots
+  the logits. Needs Galois keys (rotations).
+
+The constant 1 carries the biases (`BiasFreeWeights`), so the logits come out multiplied by one
+positive factor close to 1 (TenSEAL's rescaling drift) rather than distorted by it.
 
 Wire shape for the route `/v2/models/{name}-he/infer` (`HERequest`/`HEResponse`):
 
@@ -38,7 +43,12 @@ import numpy as np
 import tenseal as ts
 
 from patchveil.errors import PatchveilError
-from patchveil.models.square_nets import SquareNet, check_net, window_pixel_index
+from patchveil.models.square_nets import (
+    SquareNet,
+    bias_free_weights,
+    check_net,
+    window_pixel_index,
+)
 
 PACKINGS = ("throughput", "latency")
 # One latency request evaluates at most this many images (about 1–5 s each on a CPU core).
@@ -92,13 +102,64 @@ def context_digest(public_context: bytes) -> str:
     return hashlib.sha256(public_context).hexdigest()
 
 
+class PublicContexts:
+    """Tenants' public contexts, parsed once and shared by every model's evaluator.
+
+    Refuses a context that could decrypt, or that lacks the keys a packing needs."""
+
+    def __init__(self, size: int = CONTEXT_CACHE_SIZE) -> None:
+        self.size = size
+        self._parsed: OrderedDict[str, ts.Context] = OrderedDict()
+
+    def get(self, data: bytes, needs_rotations: bool) -> ts.Context:
+        digest = context_digest(data)
+        context = self._parsed.get(digest)
+        if context is None:
+            context = _parse_public_context(data)
+            self._parsed[digest] = context
+            while len(self._parsed) > self.size:
+                self._parsed.popitem(last=False)
+        self._parsed.move_to_end(digest)
+        if needs_rotations and not context.has_galois_keys():
+            raise HEQueryError(
+                "the latency packing rotates ciphertexts: export the public context with Galois "
+                "keys (public_context(galois_keys=True))"
+            )
+        return context
+
+
+def _parse_public_context(data: bytes) -> ts.Context:
+    try:
+        context = ts.context_from(data)
+    except (ValueError, RuntimeError, TypeError):
+        raise HEQueryError(
+            "the public context is not a serialized TenSEAL context; send the bytes of "
+            "TenantHEContext.public_context()"
+        ) from None
+    if context.has_secret_key():
+        # Checked before anything is cached or evaluated: a context holding a secret key is
+        # dropped here, never stored, logged or echoed.
+        raise HEQueryError(
+            "the context holds a secret key; the platform accepts only the public context "
+            "(TenSEAL's make_context_public), so it can never decrypt"
+        )
+    if not context.has_relin_keys():
+        raise HEQueryError("the public context has no relinearisation keys")
+    return context
+
+
 class HEEvaluator:
     """Evaluates one square-activation network on CKKS ciphertexts."""
 
-    def __init__(self, net: SquareNet) -> None:
+    def __init__(self, net: SquareNet, contexts: PublicContexts | None = None) -> None:
         self.net = check_net(net)
-        self._pixel_index = window_pixel_index(net.layout)  # [windows, window_size]
-        self._contexts: OrderedDict[str, ts.Context] = OrderedDict()
+        self._weights = bias_free_weights(net)
+        # [windows, window_size + 1]: each window's pixels, then the constant-1 ciphertext.
+        index = window_pixel_index(net.layout)
+        self._pixel_index = np.concatenate(
+            [index, np.full((len(index), 1), net.layout.pixels)], axis=1
+        )
+        self.contexts = contexts or PublicContexts()
 
     @property
     def model_name(self) -> str:
@@ -127,36 +188,7 @@ class HEEvaluator:
 
     # --- context and inputs -------------------------------------------------------------------
     def public_context(self, data: bytes, needs_rotations: bool) -> ts.Context:
-        """The tenant's context, refused if it could decrypt (or lacks keys the packing needs)."""
-        digest = context_digest(data)
-        context = self._contexts.get(digest)
-        if context is None:
-            try:
-                context = ts.context_from(data)
-            except (ValueError, RuntimeError, TypeError):
-                raise HEQueryError(
-                    "the public context is not a serialized TenSEAL context; send the bytes of "
-                    "TenantHEContext.public_context()"
-                ) from None
-            if context.has_secret_key():
-                # Checked before anything is cached or evaluated: a context holding a secret key
-                # is dropped here, never stored, logged or echoed.
-                raise HEQueryError(
-                    "the context holds a secret key; the platform accepts only the public "
-                    "context (TenSEAL's make_context_public), so it can never decrypt"
-                )
-            if not context.has_relin_keys():
-                raise HEQueryError("the public context has no relinearisation keys")
-            self._contexts[digest] = context
-            while len(self._contexts) > CONTEXT_CACHE_SIZE:
-                self._contexts.popitem(last=False)
-        self._contexts.move_to_end(digest)
-        if needs_rotations and not context.has_galois_keys():
-            raise HEQueryError(
-                "the latency packing rotates ciphertexts: export the public context with Galois "
-                "keys (public_context(galois_keys=True))"
-            )
-        return context
+        return self.contexts.get(data, needs_rotations)
 
     def _vector(self, context: ts.Context, data: bytes, position: int) -> ts.CKKSVector:
         try:
@@ -168,63 +200,57 @@ class HEEvaluator:
 
     # --- throughput packing: one ciphertext per pixel, one image per slot --------------------
     def _throughput(self, pixels: list[ts.CKKSVector]) -> list[ts.CKKSVector]:
-        net = self.net
-        if len(pixels) != net.layout.pixels:
+        net, weights = self.net, self._weights
+        if len(pixels) != net.layout.pixels + 1:
             raise HEQueryError(
-                f"the throughput packing takes one ciphertext per pixel: {net.layout.pixels} for "
-                f"{'×'.join(map(str, net.layout.image_shape))} images, not {len(pixels)}"
+                f"the throughput packing takes one ciphertext per pixel and one of constant 1s: "
+                f"{net.layout.pixels + 1} for {'×'.join(map(str, net.layout.image_shape))} "
+                f"images, not {len(pixels)}"
             )
         if len({pixel.size() for pixel in pixels}) != 1:
             raise HEQueryError("every pixel ciphertext must hold the same number of images")
+        windows = net.layout.windows
         activations = [  # channel-major, like the plain model's features
-            _affine([pixels[i] for i in self._pixel_index[window]], weights, bias).square()
-            for weights, bias in zip(net.window_weight, net.window_bias, strict=True)
-            for window in range(net.layout.windows)
+            _affine([pixels[i] for i in self._pixel_index[window]], channel).square()
+            for channel in weights.window_weight
+            for window in range(windows)
         ]
         if net.pool == "mean":
-            windows = net.layout.windows
-            sums = [_sum(activations[c * windows : (c + 1) * windows]) for c in range(net.channels)]
-            features, hidden_weight = sums, net.hidden_weight / windows
-        else:
-            features, hidden_weight = activations, net.hidden_weight
-        hidden = [
-            _affine(features, weights, bias).square()
-            for weights, bias in zip(hidden_weight, net.hidden_bias, strict=True)
-        ]
-        return [
-            _affine(hidden, weights, bias)
-            for weights, bias in zip(net.output_weight, net.output_bias, strict=True)
-        ]
+            activations = [
+                _sum(activations[c * windows : (c + 1) * windows])
+                for c in range(len(weights.window_weight))
+            ]
+        hidden = [_affine(activations, unit).square() for unit in weights.hidden_weight]
+        return [_affine(hidden, row) for row in weights.output_weight]
 
     # --- latency packing: one image per ciphertext (im2col) -----------------------------------
     def _latency(self, windows: ts.CKKSVector) -> ts.CKKSVector:
-        net = self.net
-        # enc_matmul_encoding pads each window to a power of two.
-        padded = 1 << (net.layout.window_size - 1).bit_length()
+        net, weights = self.net, self._weights
+        # enc_matmul_encoding pads each window (with its constant 1) to a power of two.
+        padded = 1 << net.layout.window_size.bit_length()
         expected = net.layout.windows * padded
         if windows.size() != expected:
             raise HEQueryError(
                 f"a latency-packed image holds {expected} values ({net.layout.windows} windows × "
-                f"{padded}, tenseal.enc_matmul_encoding of its windows), not {windows.size()}"
+                f"{padded}: tenseal.enc_matmul_encoding of its windows, each followed by a 1), "
+                f"not {windows.size()}"
             )
         channels = []
-        for weights, bias in zip(net.window_weight, net.window_bias, strict=True):
-            channel = windows.conv2d_im2col([weights.tolist()], net.layout.windows) + float(bias)
+        for kernel in weights.window_weight:
+            channel = windows.conv2d_im2col([kernel.tolist()], net.layout.windows)
             channel.square_()
             # Mean pooling sums the windows by rotation (no level used) before the dense layer,
             # whose cost grows with its input length: C inputs instead of C·windows.
             channels.append(channel.sum() if net.pool == "mean" else channel)
         packed = ts.CKKSVector.pack_vectors(channels)  # channel-major, windows within
-        hidden_weight = (
-            net.hidden_weight / net.layout.windows if net.pool == "mean" else net.hidden_weight
-        )
-        hidden = packed.mm(hidden_weight.T.tolist()) + net.hidden_bias.tolist()
+        hidden = packed.mm(weights.hidden_weight.T.tolist())
         hidden.square_()
-        return hidden.mm(net.output_weight.T.tolist()) + net.output_bias.tolist()
+        return hidden.mm(weights.output_weight.T.tolist())
 
 
-def _affine(inputs: list[ts.CKKSVector], weights: np.ndarray, bias: float) -> ts.CKKSVector:
-    """Σ weightᵢ·inputᵢ + bias with plain weights; zero weights cost nothing."""
+def _affine(inputs: list[ts.CKKSVector], weights: np.ndarray) -> ts.CKKSVector:
+    """Σ weightᵢ·inputᵢ with plain weights; zero weights cost nothing. No plain value is added:
+    biases arrive through the constant-1 input (see `BiasFreeWeights`)."""
     total = None
     for vector, weight in zip(inputs, weights, strict=True):
         if weight == 0.0:
@@ -233,7 +259,7 @@ def _affine(inputs: list[ts.CKKSVector], weights: np.ndarray, bias: float) -> ts
         total = term if total is None else total.add_(term)
     if total is None:  # every weight zero: still a ciphertext at the right level
         total = inputs[0] * 0.0
-    return total.add_(float(bias))
+    return total
 
 
 def _sum(vectors: list[ts.CKKSVector]) -> ts.CKKSVector:

@@ -13,7 +13,7 @@ import numpy as np
 import tenseal as ts
 
 from patchveil.errors import PatchveilError
-from patchveil.models.square_nets import InputLayout, im2col
+from patchveil.models.square_nets import InputLayout, im2col_with_one
 from patchveil.serve.he_inference import PACKINGS
 from patchveil.tenants.he_keys import TenantHEContext
 
@@ -52,11 +52,13 @@ class HEQueryClient:
                     f"slot), not {len(images)}; split the batch"
                 )
             pixels = images.reshape(len(images), -1).T  # one row per pixel, one column per image
-            ciphertexts = [ts.ckks_vector(context, row.tolist()).serialize() for row in pixels]
+            # The last row, 1s, carries the model's biases (see BiasFreeWeights).
+            rows = np.concatenate([pixels, np.ones((1, len(images)))])
+            ciphertexts = [ts.ckks_vector(context, row.tolist()).serialize() for row in rows]
         elif packing == "latency":
             ciphertexts = [
                 ts.enc_matmul_encoding(context, windows.tolist()).serialize()
-                for windows in im2col(self.layout, images)
+                for windows in im2col_with_one(self.layout, images)
             ]
         else:
             raise HEClientError(f"packing {packing!r} is not one of {', '.join(PACKINGS)}")
