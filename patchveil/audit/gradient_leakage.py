@@ -266,6 +266,10 @@ def attacker_model(global_model: nn.Module, attack: AttackName, seed: int = 0) -
     """The attacker's copy of the global model, with the lock as this attack treats it."""
     model = copy.deepcopy(global_model)
     model.train()
+    for module in model.modules():
+        if getattr(module, "fused_attn", False):
+            # Fused attention has no second derivative on CPU; gradient matching needs one.
+            module.fused_attn = False
     if attack in ADAPTIVE_ATTACKS and has_key_lock(model):
         reinitialise_locks(model, torch.Generator().manual_seed(10_000 + seed))
     return model
