@@ -96,3 +96,14 @@ def test_every_attack_runs_and_scores_against_a_locked_model(attack: str) -> Non
 def test_an_unknown_attack_is_refused() -> None:
     with pytest.raises(PatchveilError, match="unknown gradient attack"):
         run_attack("magic", _lenet(None), {}, _smooth_image(0), 10)  # type: ignore[arg-type]
+
+
+def test_gradient_matching_runs_through_a_vit_with_a_lock() -> None:
+    """Second derivatives through attention (fused attention has none on CPU)."""
+    plain = _smooth_image(3)
+    torch.manual_seed(0)
+    spec = NetSpec("vit", image_size=SIZE, width=32, vit_depth=1, key_lock=KeyLockConfig(8, 8))
+    model = create_net(spec)
+    gradient = client_gradient(model, to_tensor(plain), label=2)
+    result = run_attack("adaptive_optimise", model, gradient, plain, 10, AttackBudget(adam_steps=2))
+    assert np.isfinite(result.ssim)
