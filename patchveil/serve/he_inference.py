@@ -172,6 +172,11 @@ class HEEvaluator:
         docstring for what each packing's ciphertexts hold."""
         if packing not in PACKINGS:
             raise HEQueryError(f"packing {packing!r} is not one of {', '.join(PACKINGS)}")
+        if packing == "latency" and not 1 <= len(ciphertexts) <= MAX_LATENCY_IMAGES:
+            raise HEQueryError(
+                f"a latency query carries 1 to {MAX_LATENCY_IMAGES} images, not "
+                f"{len(ciphertexts)}; split it, or use the throughput packing for batches"
+            )
         context = self.public_context(public_context, needs_rotations=packing == "latency")
         vectors = [
             self._vector(context, data, position) for position, data in enumerate(ciphertexts)

@@ -7,14 +7,16 @@ Images are float arrays `[N, H, W, C]` scaled to [0, 1], as the model was traine
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import tenseal as ts
 
 from patchveil.errors import PatchveilError
 from patchveil.models.square_nets import InputLayout, im2col_with_one
-from patchveil.serve.he_inference import PACKINGS
+from patchveil.serve.he_inference import MAX_LATENCY_IMAGES, PACKINGS, HERequest, HEResponse
 from patchveil.tenants.he_keys import TenantHEContext
 
 
@@ -77,6 +79,29 @@ class HEQueryClient:
 
     def decrypt_labels(self, query: HEQuery, outputs: list[bytes], classes: int) -> np.ndarray:
         return self.decrypt_logits(query, outputs, classes).argmax(axis=1)
+
+    def classify(
+        self,
+        images: np.ndarray,
+        packing: str,
+        classes: int,
+        send: Callable[[dict[str, Any]], dict[str, Any]],
+    ) -> np.ndarray:
+        """Labels for any number of images: split into queries that fit the packing, each sent
+        as the JSON body of `/v2/models/{name}-he/infer` through `send` (the transport: HTTP in
+        `patchveil query --he`, a direct call in tests), answers decrypted here."""
+        images = self.layout.check_images(images)
+        per_query = (
+            self.he_context.parameters.slots if packing == "throughput" else MAX_LATENCY_IMAGES
+        )
+        labels = []
+        for start in range(0, len(images), per_query):
+            query = self.encrypt(images[start : start + per_query], packing)
+            response = HEResponse.from_json(
+                send(HERequest(query.packing, query.ciphertexts).to_json())
+            )
+            labels.append(self.decrypt_labels(query, response.outputs, classes))
+        return np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
 
     def _vector(self, data: bytes) -> ts.CKKSVector:
         try:

@@ -198,6 +198,8 @@ def test_malformed_queries_name_what_is_wrong(
         )
     with pytest.raises(HEQueryError, match="not a serialized TenSEAL context"):
         evaluator.evaluate(b"not a context", inputs, "throughput")
+    with pytest.raises(HEQueryError, match="a latency query carries 1 to 64 images, not 65"):
+        evaluator.evaluate(public_contexts["latency"], inputs[:1] * 65, "latency")
     with pytest.raises(HEQueryError, match="Galois keys"):
         evaluator.evaluate(public_contexts["throughput"], inputs[:1], "latency")
     with pytest.raises(HEQueryError, match="latency-packed image holds 32 values"):

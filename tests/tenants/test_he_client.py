@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import numpy as np
 import pytest
 import tenseal as ts
 
 from patchveil.models.square_nets import InputLayout, SquareNet, im2col_with_one, plain_predict
-from patchveil.serve.he_inference import HEEvaluator
+from patchveil.serve.he_inference import HEEvaluator, HERequest
 from patchveil.tenants.he_client import HEClientError, HEQueryClient
 from patchveil.tenants.he_keys import CKKSParameters, TenantHEContext, make_context
 
@@ -68,6 +71,23 @@ def test_labels_from_the_platform_match_the_plain_model(tenant: TenantHEContext)
     )
     labels = client.decrypt_labels(query, outputs, model.classes)
     np.testing.assert_array_equal(labels, plain_predict(model, batch))
+
+
+def test_classify_splits_a_batch_into_queries_and_sends_only_json(
+    tenant: TenantHEContext,
+) -> None:
+    model, batch = net(), images(3)
+    public = tenant.public_context(galois_keys=False)
+    evaluator, bodies = HEEvaluator(model), []
+
+    def send(body: dict[str, Any]) -> dict[str, Any]:
+        bodies.append(json.dumps(body))  # what would cross: JSON text, nothing else
+        return evaluator.answer(public, HERequest.from_json(json.loads(bodies[-1]))).to_json()
+
+    client = HEQueryClient(tenant, LAYOUT)
+    labels = client.classify(batch, "throughput", model.classes, send)
+    np.testing.assert_array_equal(labels, plain_predict(model, batch))
+    assert len(bodies) == 1
 
 
 def test_queries_that_do_not_fit_are_refused(tenant: TenantHEContext) -> None:
