@@ -36,6 +36,8 @@ LOCALHOST = "127.0.0.1"
 # The tests that start their own Ray (a scenario process, a multi-node cluster) run only with
 # this set to 1: `.ci/run` runs them after the suite, which they would push past its time budget.
 INFRA_TESTS_ENV = "PATCHVEIL_INFRA_TESTS"
+# What `ray start --block` prints once its node has joined the cluster.
+NODE_STARTED = "Ray runtime started"
 # moto accepts any credentials; these only keep the AWS SDK from looking for real ones.
 S3_TEST_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "patchveil-test",
@@ -217,7 +219,7 @@ def _ray_node_ports() -> list[str]:
 
 
 @contextlib.contextmanager
-def running_ray_cluster(tenants: tuple[str, ...], timeout_s: float = 120) -> Iterator[RayCluster]:
+def running_ray_cluster(tenants: tuple[str, ...], timeout_s: float = 300) -> Iterator[RayCluster]:
     """`ray start --head` (platform node, custom resource `platform`) plus one `ray start` per
     tenant with the custom resource `tenant:<id>`, all on 127.0.0.1 in a private temp folder.
 
@@ -253,20 +255,34 @@ def running_ray_cluster(tenants: tuple[str, ...], timeout_s: float = 120) -> Ite
                 # every interface, whatever --node-ip-address says (Ray offers no loopback-only GCS).
                 str(ray_bin), "start", f"--address={address}", "--num-cpus=1",
                 "--resources", json.dumps({f"tenant:{tenant_id}": 1}), *common,
-                *_ray_node_ports(),
             ]  # fmt: skip
-            nodes.append(_start_node(worker, environment, temp_dir / f"{tenant_id}.log"))
-        # Drivers wait for the tenant nodes to join (ray.nodes()); no probe process here.
+            # One node at a time, and a second try: a raylet has 30 s (fixed in Ray) to register,
+            # which a busy 2-core machine starting two at once does not always give it.
+            for attempt in (1, 2):
+                log = temp_dir / f"{tenant_id}-{attempt}.log"
+                node = _start_node([*worker, *_ray_node_ports()], environment, log)
+                nodes.append(node)
+                if _wait_for_log(node, log, NODE_STARTED, timeout_s, fail=attempt == 2):
+                    break
+                _end_group(node)  # a raylet of the failed try must not join later
         yield RayCluster(address=address, tenants=tenants, auth_environment=auth)
     finally:
         for node in reversed(nodes):
             node.terminate()
         for node in reversed(nodes):
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 node.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(node.pid, signal.SIGKILL)
+            _end_group(node)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _end_group(node: subprocess.Popen[bytes]) -> None:
+    """Kill whatever is left of a node: its own process group (its raylet, workers, agents),
+    started here in a session of its own, so nothing else on the machine is touched."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(node.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        node.wait(timeout=10)
 
 
 def _start_node(
@@ -280,6 +296,23 @@ def _start_node(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def _wait_for_log(
+    node: subprocess.Popen[bytes], log: Path, text: str, timeout_s: float, fail: bool = True
+) -> bool:
+    """Wait until a node's `ray start` reports it joined (no probe process needed); False (or a
+    failure, with `fail`) when it exited or ran out of time first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and node.poll() is None:
+        if text in log.read_text(errors="replace"):
+            return True
+        time.sleep(0.5)
+    if text in log.read_text(errors="replace"):
+        return True
+    if fail:
+        pytest.fail(f"a Ray node did not start ({log.name}): {log.read_text()[-2000:]}")
+    return False
 
 
 def _wait_for_port(port: int, node: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:

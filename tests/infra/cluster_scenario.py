@@ -22,6 +22,7 @@ from patchveil.datasets import load_manifest, read_shard
 from patchveil.pipelines.onboarding import onboard_tenant
 from patchveil.pipelines.ray_runtime import ensure_ray
 from patchveil.pipelines.tenant_handle import call, tenant_actor
+from patchveil.pipelines.training import train_shared_model
 from patchveil.registry import Registry
 
 TENANTS = ("alpha", "bolt")
@@ -40,6 +41,14 @@ def wait_for_nodes(count: int) -> list[dict[str, Any]]:
         time.sleep(0.5)
 
 
+def actor_placements() -> list[dict[str, str]]:
+    """Every actor this cluster ran (live or dead): its class and node."""
+    return [
+        {"class": entry["ActorClassName"], "node_id": entry["Address"]["NodeID"]}
+        for entry in ray._private.state.actors().values()
+    ]
+
+
 def node_of_actor(handle: Any) -> str:
     """The node id an actor runs on, from the cluster's actor table (no dashboard needed)."""
     entry = ray._private.state.actors(actor_id=handle._actor_id.hex())
@@ -56,6 +65,7 @@ def read_dataset_on_platform(version_uri: str) -> dict[str, Any]:
         "node_id": ray.get_runtime_context().get_node_id(),
         "rows": rows,
         "tenants": version.tenant_ids,
+        "dataset": version.name,
         "received": {"version_uri": version_uri, "environ": dict(os.environ), "cwd": os.getcwd()},
     }
 
@@ -85,6 +95,9 @@ def main(workdir: Path) -> None:
     )
     connected = ensure_ray(config)  # keeps the connection: "running"
     nodes = wait_for_nodes(1 + len(TENANTS))
+    if len(nodes) < 1 + len(TENANTS):
+        # Without its node a pinned tenant actor would wait forever: fail now, saying why.
+        raise RuntimeError(f"only {len(nodes)} of {1 + len(TENANTS)} Ray nodes joined")
     node_ids = {
         resource: node["NodeID"]
         for node in nodes
@@ -111,6 +124,17 @@ def main(workdir: Path) -> None:
     with Registry.from_config(config) as registry:
         dataset = registry.list_dataset_versions(onboarded[TENANTS[-1]]["dataset"])[-1]
     platform_work = ray.get(read_dataset_on_platform.remote(dataset.uri))
+    # Training on the cluster: one Ray Train worker of one CPU fits only on the platform node
+    # (a tenant node's CPU is partly held by its actor).
+    trained = train_shared_model(
+        dataset.name,
+        size="test",
+        epochs=1,
+        batch_size=64,
+        warmup_epochs=0.0,
+        num_workers=1,
+        max_failures=0,
+    )
     print(
         json.dumps(
             {
@@ -118,6 +142,8 @@ def main(workdir: Path) -> None:
                 "node_ids": node_ids,
                 "placed": placed,
                 "platform_work": platform_work,
+                "trained": {"model": trained["model_name"], "card": trained["model_card_uri"]},
+                "actors": actor_placements(),
                 "key_stores": {name: str(path) for name, path in key_stores.items()},
                 "key_stores_made": {
                     name: any(path.iterdir()) if path.exists() else False
