@@ -347,12 +347,18 @@ def goals(models: list[dict[str, Any]]) -> list[str]:
                 + ("met" if abs(difference) <= 0.005 else "NOT met")
             )
             per_hour = model["predictions_per_hour"]
-            reached = per_hour >= 100_000 and model["encrypted_accuracy"] >= 0.98
-            lines.append(
-                f"{model['name']}: {per_hour:,.0f} predictions/h at "
-                f"{percent(model['encrypted_accuracy'])} (goal: ≥ 100,000/h at ≥ 98%; anchor "
-                f"59,000/h): {'met' if reached else 'NOT met'}"
-            )
+            if model["name"] == "cryptonets-digits":  # the issue's throughput goal is on digits
+                reached = per_hour >= 100_000 and model["encrypted_accuracy"] >= 0.98
+                lines.append(
+                    f"{model['name']}: {per_hour:,.0f} predictions/h at "
+                    f"{percent(model['encrypted_accuracy'])} (goal: ≥ 100,000/h at ≥ 98%; "
+                    f"anchor 59,000/h): {'met' if reached else 'NOT met'}"
+                )
+            else:
+                lines.append(
+                    f"{model['name']}: {per_hour:,.0f} predictions/h (no goal set; 32×32×3 "
+                    "inputs need 3,073 ciphertexts per batch against the digits' 65)"
+                )
         else:
             run = model["latency"]
             difference = run["encrypted_accuracy"] - run["plain_accuracy_same_images"]
@@ -383,7 +389,18 @@ def main() -> None:
         help="skip CIFAR's throughput run (3,073 input ciphertexts, about 1.5 GB, minutes)",
     )
     parser.add_argument("--name", default="he_inference", help="results file stem")
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="rewrite the .md and the goals from the measured .json, measuring nothing",
+    )
     args = parser.parse_args()
+    if args.render_only:
+        payload = json.loads((RESULTS / f"{args.name}.json").read_text())
+        payload["goals"] = goals(payload["models"])
+        write_json(RESULTS / f"{args.name}.json", payload)
+        write_text(RESULTS / f"{args.name}.md", render(payload))
+        return
     meta = provenance()
     with tempfile.TemporaryDirectory() as folder:
         # The tenant's key store: the CKKS secret keys are sealed here and vanish with it.

@@ -329,12 +329,11 @@ def train_square_net(
     classes = int(np.max(labels)) + 1
     torch.manual_seed(config.seed)
     module = _SquareNetModule(layout, config, classes)
-    inputs = torch.from_numpy(array.reshape(len(array), -1)).float()  # only its length is used
     targets = torch.from_numpy(np.asarray(labels, dtype=np.int64))
     optimiser = torch.optim.AdamW(
         module.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
-    steps = config.epochs * math.ceil(len(inputs) / config.batch_size)
+    steps = config.epochs * math.ceil(len(array) / config.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, config.learning_rate, total_steps=steps
     )
@@ -345,7 +344,7 @@ def train_square_net(
     torch.set_num_threads(1)
     try:
         for _ in range(config.epochs):
-            order = torch.randperm(len(inputs), generator=generator)
+            order = torch.randperm(len(array), generator=generator)
             for start in range(0, len(order), config.batch_size):
                 batch = order[start : start + config.batch_size]
                 shifted = _shift(array[batch.numpy()], config.max_shift, generator)
