@@ -11,6 +11,7 @@ import pytest
 import tenseal as ts
 
 from patchveil.errors import KeyStoreError
+from patchveil.serve.he_inference import PublicContexts
 from patchveil.tenants.he_keys import (
     CKKSParameters,
     HEContextError,
@@ -109,3 +110,13 @@ def test_the_tenant_context_refuses_to_be_pickled(store: KeyStore) -> None:
     with pytest.raises(TypeError, match="cannot be pickled"):
         pickle.dumps(made)
     assert isinstance(made, TenantHEContext)
+
+
+def test_a_reopened_context_exports_a_public_context_the_platform_accepts(
+    store: KeyStore,
+) -> None:
+    """Relinearisation keys are not sealed (they are derived again): the export still has them."""
+    create_he_context(store, "acme", SMALL)
+    public_bytes = open_he_context(store, "acme").public_context(galois_keys=False)
+    public = PublicContexts().get(public_bytes, needs_rotations=False)
+    assert public.has_relin_keys() and not public.has_secret_key()
