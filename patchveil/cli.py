@@ -307,6 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_serve_commands(commands)
 
+    from patchveil.cli_federated import add_federated_commands
+
+    add_federated_commands(commands)
+
     experiment = commands.add_parser("experiment", help="reproducible experiments (bench/results)")
     experiments = experiment.add_subparsers(dest="experiment", required=True, metavar="NAME")
     paper = experiments.add_parser("paper-table", help="the seed paper's accuracy table")

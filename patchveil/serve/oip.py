@@ -104,8 +104,14 @@ def _json_pixels(data: Any, shape: tuple[int, int, int, int]) -> np.ndarray:
         raise RequestError(
             422, "inputs[0].data is ragged: every row must have the same length"
         ) from None
-    if values.dtype == object or values.dtype.kind not in "iub":
+    if values.dtype.kind not in "iu":  # not floats, strings, booleans or mixed objects
         raise RequestError(422, "inputs[0].data must hold integers 0–255 only")
+    if values.ndim != 1 and values.shape != shape:
+        raise RequestError(
+            422,
+            f"inputs[0].data is nested as {list(values.shape)}; send it flat or nested as the "
+            f"shape {list(shape)}",
+        )
     if values.size != expected:
         raise RequestError(
             422,

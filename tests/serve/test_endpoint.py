@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from typing import Any
 
 import httpx
 import numpy as np
@@ -226,3 +228,24 @@ def test_result_privacy_returns_sets_the_tenant_resolves_and_logs_no_label(
         for line in (endpoint.config.home / "serve" / "query-log.jsonl").read_text().splitlines()
     ]
     assert [record["label"] for record in records[-6:]] == [-1] * 6
+
+
+def test_metrics_are_exported_per_tenant(endpoint: RunningEndpoint, ray_session: Any) -> None:
+    """`ray.serve.metrics` reach Ray's Prometheus endpoint with a `ray_` prefix (after 5–10 s)."""
+    port = ray_session._private.worker.global_worker.node.metrics_export_port
+    encrypted = Tenant("acme", endpoint.key_store).encrypt_query(_images(2, seed=9))
+    with QueryClient(endpoint.url, endpoint.tokens["acme"]) as client:
+        client.infer(MODEL_NAME, encrypted.images)
+    deadline = time.monotonic() + 60
+    text = ""
+    while time.monotonic() < deadline:
+        try:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        except httpx.HTTPError:
+            text = ""
+        if "ray_patchveil_images_queried" in text and 'tenant="acme"' in text:
+            break
+        time.sleep(1)
+    assert "ray_patchveil_images_queried" in text
+    assert "ray_patchveil_infer_latency_ms" in text
+    assert endpoint.tokens["acme"] not in text

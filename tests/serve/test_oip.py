@@ -114,6 +114,10 @@ def test_nested_json_data_is_accepted() -> None:
         ),
         (b'{"id": 7, "inputs": []}', 400),
         (b"[" * 100_000, 400),
+        (
+            b'{"inputs": [{"name": "images", "datatype": "UINT8", "shape": [1,8,8,3], "data": [[0]]}]}',
+            422,
+        ),
     ],
 )
 def test_malformed_requests_get_a_4xx_with_a_message(body: bytes, status: int) -> None:
@@ -125,7 +129,7 @@ def test_malformed_requests_get_a_4xx_with_a_message(body: bytes, status: int) -
 
 def test_out_of_range_and_float_values_are_refused() -> None:
     images = np.zeros((1, 8, 8, 3), dtype=np.int64)
-    for value in (256, -1, 0.5):
+    for value in (256, -1, 0.5, "1", None):
         data = images.reshape(-1).tolist()
         data[0] = value
         body = json.dumps(

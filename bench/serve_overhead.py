@@ -1,0 +1,176 @@
+"""What the endpoint costs over calling the model in-process: `python bench/serve_overhead.py`.
+
+The same model version, in the same run: (1) latency of one image, sequential requests over HTTP
+versus `LoadedModel.forward` on one image in this process (p50 difference); (2) throughput,
+concurrent binary-tensor requests that Serve batches versus in-process forwards of batches of the
+same size (ratio). Both sides answer with embeddings and probabilities; the endpoint adds auth,
+parsing, the clone defence, the monitor's log and the response. Writes
+bench/results/serve_overhead.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from serve_load import _binary_body
+from serve_model import MODEL_NAME, endpoint_running, served_platform
+
+from patchveil.registry.registry import Registry
+from patchveil.reporting import provenance, provenance_markdown, write_json, write_text
+from patchveil.serve.model_host import LoadedModel, ModelRef
+from patchveil.serve.settings import ServeSettings
+from patchveil.tenants.client import Tenant
+
+RESULTS = Path("bench/results")
+
+
+def _in_process(
+    platform: Any, one: np.ndarray, batches: list[np.ndarray], reps: int
+) -> dict[str, float]:
+    with Registry(platform.config.registry_url) as registry:
+        record = registry.list_model_versions(MODEL_NAME)[-1]
+    model = LoadedModel(ModelRef(record.name, record.version, record.checkpoint_uri))
+    model.forward(one)  # warm-up
+    single = []
+    for _ in range(reps):
+        started = time.perf_counter()
+        model.forward(one)
+        single.append((time.perf_counter() - started) * 1000)
+    started = time.perf_counter()
+    images = 0
+    for batch in batches:
+        model.forward(batch)
+        images += len(batch)
+    return {
+        "p50_ms": statistics.median(single),
+        "images_per_second": images / (time.perf_counter() - started),
+    }
+
+
+async def _throughput(
+    url: str, token: str, bodies: list[tuple[bytes, dict[str, str]]], images: int, clients: int
+) -> float:
+    queue = list(bodies)
+    async with httpx.AsyncClient(base_url=url, timeout=300) as http:
+
+        async def worker() -> None:
+            while queue:
+                body, headers = queue.pop()
+                response = await http.post(
+                    f"/v2/models/{MODEL_NAME}/infer",
+                    content=body,
+                    headers={"Authorization": f"Bearer {token}", **headers},
+                )
+                response.raise_for_status()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        return len(bodies) * images / (time.perf_counter() - started)
+
+
+def _endpoint(
+    url: str,
+    token: str,
+    one: tuple[bytes, dict[str, str]],
+    bodies: list[tuple[bytes, dict[str, str]]],
+    images: int,
+    reps: int,
+    clients: int,
+) -> dict[str, float]:
+    single = []
+    with httpx.Client(base_url=url, timeout=60) as http:
+        headers = {"Authorization": f"Bearer {token}", **one[1]}
+        http.post(f"/v2/models/{MODEL_NAME}/infer", content=one[0], headers=headers)  # warm-up
+        for _ in range(reps):
+            started = time.perf_counter()
+            http.post(
+                f"/v2/models/{MODEL_NAME}/infer", content=one[0], headers=headers
+            ).raise_for_status()
+            single.append((time.perf_counter() - started) * 1000)
+    return {
+        "p50_ms": statistics.median(single),
+        "images_per_second": asyncio.run(_throughput(url, token, bodies, images, clients)),
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    platform = served_platform()
+    tenant = Tenant("benign-1", platform.key_store)
+    rng = np.random.default_rng(0)
+    one = tenant.encrypt_query(platform.test.images[:1]).images
+    batches = [
+        tenant.encrypt_query(
+            platform.test.images[rng.choice(len(platform.test.images), args.batch)]
+        ).images
+        for _ in range(args.batches)
+    ]
+    settings = ServeSettings(
+        images_per_second=1e6, burst_images=10**7, max_batch_images=args.batch * 4
+    )
+    in_process = _in_process(platform, one, batches, args.reps)
+    with endpoint_running(platform, settings) as endpoint:
+        over_http = _endpoint(
+            endpoint.url,
+            platform.tokens["benign-1"],
+            _binary_body(one),
+            [_binary_body(batch) for batch in batches],
+            args.batch,
+            args.reps,
+            args.clients,
+        )
+    return {
+        **provenance(),
+        "reps": args.reps,
+        "batch_images": args.batch,
+        "batches": args.batches,
+        "clients": args.clients,
+        "in_process": {k: round(v, 2) for k, v in in_process.items()},
+        "endpoint": {k: round(v, 2) for k, v in over_http.items()},
+        "p50_delta_ms": round(over_http["p50_ms"] - in_process["p50_ms"], 2),
+        "throughput_ratio": round(
+            over_http["images_per_second"] / in_process["images_per_second"], 3
+        ),
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    delta, ratio = result["p50_delta_ms"], result["throughput_ratio"]
+    return (
+        "# The endpoint's overhead over an in-process forward\n\n"
+        "| | one image, p50 (ms) | batched images/s |\n|---|---|---|\n"
+        f"| in-process `LoadedModel.forward` | {result['in_process']['p50_ms']} | {result['in_process']['images_per_second']} |\n"
+        f"| endpoint over HTTP | {result['endpoint']['p50_ms']} | {result['endpoint']['images_per_second']} |\n\n"
+        f"p50 latency difference {delta} ms (goal ≤ 5 ms: {'met' if delta <= 5 else 'not met'}); "
+        f"batched throughput ratio {ratio} (goal ≥ 0.8: {'met' if ratio >= 0.8 else 'not met'}). "
+        f"Batches of {result['batch_images']} images, {result['clients']} concurrent clients, "
+        f"{result['reps']} sequential single-image requests, one model replica, same machine.\n\n"
+        f"{provenance_markdown(result)}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--reps", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--batches", type=int, default=40)
+    parser.add_argument("--clients", type=int, default=8)
+    args = parser.parse_args()
+    result = run(args)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    write_json(RESULTS / "serve_overhead.json", result)
+    write_text(RESULTS / "serve_overhead.md", markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
