@@ -190,6 +190,7 @@ def served_platform(settings: ModelSettings | None = None) -> ServedPlatform:
             )
         (home / "tokens.json").write_text(json.dumps(tokens))  # bench cache only, never committed
         done.write_text(json.dumps({"seconds": time.perf_counter() - started, **asdict(settings)}))
+    _ensure_reference(home, victim)
     tokens = json.loads((home / "tokens.json").read_text())
     return ServedPlatform(
         home=home,
@@ -200,6 +201,24 @@ def served_platform(settings: ModelSettings | None = None) -> ServedPlatform:
         test=test,
         plain_accuracy_note="",
     )
+
+
+def _ensure_reference(home: Path, victim: LabeledImages, count: int = 512) -> None:
+    """Reference embeddings beside the checkpoint: the model's embeddings of tenants' training
+    ciphertexts (what the defence's hash and the monitor's OOD signal are fitted to)."""
+    from patchveil.models.checkpoint import load_trained_model
+    from patchveil.models.inference import predict_with_embeddings
+    from patchveil.serve.model_host import REFERENCE_FILE, save_reference_embeddings
+
+    config = PlatformConfig(home=home)
+    with Registry(config.registry_url) as registry:
+        record = registry.list_model_versions(MODEL_NAME)[-1]
+    if (Path(record.checkpoint_uri) / REFERENCE_FILE).is_file():
+        return
+    model, _ = load_trained_model(record.checkpoint_uri)
+    ciphertexts = Tenant("tenant-1", home / "tenant-keys").encrypt(victim.images[:count]).images
+    _, embeddings = predict_with_embeddings(model, ciphertexts, torch.device("cpu"))
+    save_reference_embeddings(record.checkpoint_uri, embeddings.numpy())
 
 
 def served_accuracy(platform: ServedPlatform) -> float:

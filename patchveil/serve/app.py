@@ -96,6 +96,7 @@ class ModelRunner:
             "image_size": model.image_size,
             "num_classes": model.num_classes,
             "head_weight": model.head_weight(),
+            "reference_embeddings": model.reference_embeddings,
         }
 
     def _require(self) -> LoadedModel:
@@ -161,7 +162,11 @@ class QueryGateway:
             version is not None and self._described["version"] != version
         ):
             described = await self.runner.describe.remote()
-            self.guard.use_model(described["version"], np.asarray(described["head_weight"]))
+            self.guard.use_model(
+                described["version"],
+                np.asarray(described["head_weight"]),
+                described.get("reference_embeddings"),
+            )
             self._described = described
         return self._described
 
@@ -225,7 +230,8 @@ class QueryGateway:
     async def ready(self) -> JSONResponse:
         try:
             await self._description()
-        except Exception:  # not ready is an answer, not an error
+        except Exception as error:  # not ready is an answer, not an error
+            logger.warning("model not ready: %s: %s", type(error).__name__, error)
             return JSONResponse({"ready": False}, status_code=503)
         return JSONResponse({"ready": True})
 

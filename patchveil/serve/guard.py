@@ -45,20 +45,29 @@ class QueryGuard:
         self._defence_settings = defence_settings or DefenceSettings()
         self._defence: CloneDefence | None = None
         self._model_version: int | None = None
-        self.monitor = QueryMonitor(log_path, monitor_settings or MonitorSettings())
+        self._log_path = log_path
+        self._monitor_settings = monitor_settings or MonitorSettings()
+        self.monitor = QueryMonitor(log_path, self._monitor_settings)
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"QueryGuard(defence={'on' if self._defence_enabled else 'off'}, model={self._model_version})"
 
-    def use_model(self, version: int, head_weight: np.ndarray) -> None:
-        """Derive the confusable classes of a (new) model version."""
+    def use_model(
+        self, version: int, head_weight: np.ndarray, reference: np.ndarray | None = None
+    ) -> None:
+        """Set up the defence for a (new) model version: its confusable classes, and a hash
+        fitted to its reference embeddings (and the monitor's out-of-distribution reference)
+        where the checkpoint has them."""
         with self._lock:
             if version == self._model_version and self._defence is not None:
                 return
             self._defence = CloneDefence.for_model(
-                self._secret, self._defence_settings, head_weight
+                self._secret, self._defence_settings, head_weight, reference_embeddings=reference
             )
+            if reference is not None:
+                # Rebuilt from the append-only log, so per-tenant history survives the swap.
+                self.monitor = QueryMonitor(self._log_path, self._monitor_settings, reference)
             self._model_version = version
 
     def answer(

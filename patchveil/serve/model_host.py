@@ -5,11 +5,13 @@ Platform side: the checkpoint holds weights trained on ciphertext, nothing of a 
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from patchveil.datasets import storage
 from patchveil.errors import PatchveilError
 from patchveil.models.checkpoint import load_trained_model
 from patchveil.models.inference import predict_with_embeddings
@@ -52,6 +54,28 @@ def resolve_model(registry_url: str, name: str, version: int | None = None) -> M
     )
 
 
+# A fixed sample of the model's embeddings of its training ciphertexts, saved beside the weights:
+# the clone defence fits its hash to it and the monitor measures out-of-distribution against it.
+REFERENCE_FILE = "reference_embeddings.npy"
+
+
+def save_reference_embeddings(checkpoint_uri: str, embeddings: np.ndarray) -> str:
+    """Store [M, D] reference embeddings beside a checkpoint's weights (no image, no key)."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(embeddings, dtype=np.float32), allow_pickle=False)
+    uri = storage.join_uri(storage.normalize_uri(checkpoint_uri), REFERENCE_FILE)
+    storage.write_bytes_atomic(uri, buffer.getvalue())
+    return uri
+
+
+def load_reference_embeddings(checkpoint_uri: str) -> np.ndarray | None:
+    """The checkpoint's reference embeddings, or None for a checkpoint saved without them."""
+    uri = storage.join_uri(storage.normalize_uri(checkpoint_uri), REFERENCE_FILE)
+    if not storage.exists(uri):
+        return None
+    return np.load(io.BytesIO(storage.read_bytes(uri)), allow_pickle=False)
+
+
 @dataclass(frozen=True)
 class Forward:
     """One forward pass's answer for a batch: class probabilities and pre-logits embeddings."""
@@ -69,6 +93,7 @@ class LoadedModel:
         self.model, self.spec = load_trained_model(ref.checkpoint_uri)
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         self.model.to(self.device)
+        self.reference_embeddings = load_reference_embeddings(ref.checkpoint_uri)
 
     @property
     def image_size(self) -> int:

@@ -14,9 +14,11 @@ import torch
 
 from patchveil.config import PlatformConfig
 from patchveil.models.checkpoint import save_checkpoint
+from patchveil.models.inference import predict_with_embeddings
 from patchveil.models.training import TrainConfig
 from patchveil.models.vit import ModelSpec, create_vit_from_spec
 from patchveil.registry.registry import Registry
+from patchveil.serve.model_host import save_reference_embeddings
 from patchveil.tenants.keys import CipherSpec
 from patchveil.tenants.keystore import KeyStore
 
@@ -56,6 +58,9 @@ def register_model(registry: Registry, root: Path, version_seed: int) -> None:
         history=[],
         dataset_uri="none",
     )
+    images = torch.randint(0, 256, (64, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=torch.uint8).numpy()
+    _, embeddings = predict_with_embeddings(model, images, torch.device("cpu"))
+    save_reference_embeddings(str(folder), embeddings.numpy())
     registry.record_model_version(MODEL_NAME, checkpoint_uri=str(folder), model_card={"test": True})
 
 
