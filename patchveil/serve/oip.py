@@ -176,6 +176,12 @@ def parse_infer_request(
             )
         images = np.frombuffer(binary, dtype=np.uint8).reshape(shape).copy()
     else:
+        if "binary_data_size" in tensor_parameters:
+            raise RequestError(
+                400,
+                "inputs[0].parameters.binary_data_size needs the Inference-Header-Content-Length "
+                "header (binary-tensor extension); a JSON request carries 'data'",
+            )
         if "data" not in tensor:
             raise RequestError(400, "inputs[0] has no 'data' (or use the binary-tensor extension)")
         images = _json_pixels(tensor["data"], shape)

@@ -115,6 +115,10 @@ def test_nested_json_data_is_accepted() -> None:
         (b'{"id": 7, "inputs": []}', 400),
         (b"[" * 100_000, 400),
         (
+            b'{"inputs": [{"name": "images", "datatype": "UINT8", "shape": [1,8,8,3], "data": [0], "parameters": {"binary_data_size": 1}}]}',
+            400,
+        ),
+        (
             b'{"inputs": [{"name": "images", "datatype": "UINT8", "shape": [1,8,8,3], "data": [[0]]}]}',
             422,
         ),
