@@ -225,6 +225,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     statuses: Counter[int] = Counter()
     by_category: dict[str, Counter[int]] = {}
     findings: list[dict[str, Any]] = []
+    unsendable = 0
     settings = ServeSettings(images_per_second=1e6, burst_images=10**7)
     with (
         endpoint_running(platform, settings) as endpoint,
@@ -234,12 +235,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         while len(cases) < args.requests:
             cases.extend(_cases(rng, token))
         for category, request in cases:
-            response = client.request(
-                request["method"],
-                request["path"],
-                headers=request["headers"],
-                content=request["content"],
-            )
+            try:
+                response = client.request(
+                    request["method"],
+                    request["path"],
+                    headers=request["headers"],
+                    content=request["content"],
+                )
+            except httpx.LocalProtocolError:
+                unsendable += 1  # httpx refuses to put it on the wire (e.g. a trailing space)
+                continue
             statuses[response.status_code] += 1
             by_category.setdefault(category, Counter())[response.status_code] += 1
             try:
@@ -276,6 +281,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             name: {str(c): n for c, n in sorted(counts.items())}
             for name, counts in by_category.items()
         },
+        "unsendable": unsendable,
         "server_errors": sum(count for code, count in statuses.items() if code >= 500),
         "findings": findings[:50],
         "isolation": isolation,
