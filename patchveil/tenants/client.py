@@ -63,16 +63,7 @@ class Tenant:
         if cipher.per_image:
             first = self.store.reserve_nonces(self.tenant_id, len(batch))
             nonces = np.arange(first, first + len(batch), dtype=np.int64)
-        ciphertexts = cipher.encrypt(batch, nonces)
-        return EncryptedBatch(
-            tenant_id=self.tenant_id,
-            key_id=key.key_id,
-            key_version=key.version,
-            cipher=key.spec.name,
-            images=ciphertexts,
-            tags=integrity_tags(key, ciphertexts, nonces),
-            nonces=nonces,
-        )
+        return self._seal(key, cipher, batch, nonces)
 
     def encrypt_query(self, images: np.ndarray) -> EncryptedBatch:
         """Encrypt images to send to the query endpoint, with the newest key.
@@ -84,9 +75,15 @@ class Tenant:
         key, cipher = self._key_and_cipher(None)
         batch = cipher.check_images(images)
         nonces = query_nonces(len(batch)) if cipher.per_image else None
+        return self._seal(key, cipher, batch, nonces)
+
+    @staticmethod
+    def _seal(
+        key: Key, cipher: Cipher, batch: np.ndarray, nonces: np.ndarray | None
+    ) -> EncryptedBatch:
         ciphertexts = cipher.encrypt(batch, nonces)
         return EncryptedBatch(
-            tenant_id=self.tenant_id,
+            tenant_id=key.tenant_id,
             key_id=key.key_id,
             key_version=key.version,
             cipher=key.spec.name,
