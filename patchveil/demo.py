@@ -24,8 +24,13 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from patchveil.config import PlatformConfig
+    from patchveil.tenants.loaders import LabeledImages
 
 TENANTS = ("hospital-a", "factory-b", "bank-c", "clinic-d")
 NEW_TENANT = "lab-e"
@@ -42,6 +47,58 @@ VARIANT = "window_position"
 
 def stage(title: str) -> None:
     print(f"\n== {title}", flush=True)
+
+
+def query_stage(
+    config: PlatformConfig,
+    model_name: str,
+    tenant_id: str,
+    key_store: Path,
+    token: str,
+    test: LabeledImages,
+    port: int = 8765,
+) -> None:
+    """Stage 7: serve the model, let one tenant query encrypted test images, show the operator's
+    risk view; the endpoint stops at the end."""
+    import httpx
+
+    from patchveil.serve.runtime import start_endpoint, stop_endpoint, wait_until_ready
+    from patchveil.serve.secrets import operator_token_hash, reset_operator_token
+    from patchveil.serve.settings import ServeSettings, serve_home
+    from patchveil.tenants.client import Tenant
+    from patchveil.tenants.query_client import QueryClient, query_images
+
+    folder = serve_home(config)
+    # A home that served before keeps only the token's hash: make a new one before the start,
+    # since the gateway reads the hash when it starts.
+    operator_token = reset_operator_token(folder) if operator_token_hash(folder) else None
+    endpoint = start_endpoint(config, model_name, settings=ServeSettings(port=port))
+    operator_token = operator_token or endpoint.operator_token
+    try:
+        wait_until_ready(endpoint.url, timeout_s=180)
+        print(f"  serving {endpoint.model_name} v{endpoint.model_version} at {endpoint.url}")
+        count = min(500, len(test))
+        with QueryClient(endpoint.url, token) as client:
+            answered = query_images(
+                Tenant(tenant_id, key_store), client, test.images[:count], model=endpoint.model_name
+            )
+        print(
+            f"  {tenant_id} sent {count} test images, each encrypted locally with a fresh "
+            f"transform: {np.mean(answered.labels == test.labels[:count]):.1%} correct over HTTP "
+            "(the platform saw only ciphertext, and learned every label)"
+        )
+        risk = httpx.get(
+            f"{endpoint.url}/admin/risk",
+            headers={"Authorization": f"Bearer {operator_token}"},
+            timeout=30,
+        ).json()
+        for entry in risk.get("tenants", []):
+            print(
+                f"  operator's view: {entry['tenant_id']} {entry['queries']} images, clone risk "
+                f"{entry['risk']:.2f}{' FLAGGED' if entry['flagged'] else ''}"
+            )
+    finally:
+        stop_endpoint()
 
 
 def main() -> None:
@@ -193,37 +250,10 @@ def main() -> None:
     )
 
     stage("7. Encrypted queries over HTTP (Ray Serve, Open Inference Protocol, clone defence on)")
-    from patchveil.serve.runtime import start_endpoint, stop_endpoint, wait_until_ready
-    from patchveil.serve.settings import ServeSettings
-    from patchveil.tenants.query_client import QueryClient, query_images
-
     tokens = {tenant["tenant_id"]: tenant["api_token"] for tenant in onboarded["tenants"]}
-    endpoint = start_endpoint(config, trained["model_name"], settings=ServeSettings(port=8765))
-    try:
-        wait_until_ready(endpoint.url, timeout_s=180)
-        print(f"  serving {endpoint.model_name} v{endpoint.model_version} at {endpoint.url}")
-        querier = Tenant(first, config.key_store_for(first))
-        with QueryClient(endpoint.url, tokens[first]) as client:
-            answered = query_images(querier, client, test.images[:500], model=endpoint.model_name)
-        print(
-            f"  {first} sent 500 test images, each encrypted locally with a fresh transform: "
-            f"{np.mean(answered.labels == test.labels[:500]):.1%} correct over HTTP (the platform "
-            "saw only ciphertext, and learned every label)"
-        )
-        import httpx
-
-        risk = httpx.get(
-            f"{endpoint.url}/admin/risk",
-            headers={"Authorization": f"Bearer {endpoint.operator_token}"},
-            timeout=30,
-        ).json()
-        for entry in risk["tenants"]:
-            print(
-                f"  operator's view: {entry['tenant_id']} {entry['queries']} images, clone risk "
-                f"{entry['risk']:.2f}{' FLAGGED' if entry['flagged'] else ''}"
-            )
-    finally:
-        stop_endpoint()
+    query_stage(
+        config, trained["model_name"], first, config.key_store_for(first), tokens[first], test
+    )
 
     print(
         f"\ndemo finished in {time.perf_counter() - started:.0f} s; outputs in {out}; "
