@@ -109,7 +109,7 @@ class QueryGuard:
     def usage(self, tenant_id: str) -> dict[str, Any]:
         """What a tenant may read about itself: how many images it has sent (no α, no risk:
         those would tell a cloner when to stop)."""
-        return {"tenant_id": tenant_id, "images_queried": self.monitor.risk(tenant_id).queries}
+        return {"tenant_id": tenant_id, "images_queried": self.monitor.query_count(tenant_id)}
 
     def risks(self) -> list[TenantRisk]:
         return self.monitor.risks()

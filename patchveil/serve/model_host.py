@@ -15,7 +15,6 @@ from patchveil.datasets import storage
 from patchveil.errors import PatchveilError
 from patchveil.models.checkpoint import load_trained_model
 from patchveil.models.inference import predict_with_embeddings
-from patchveil.models.vit import ModelSpec
 from patchveil.registry.registry import ModelVersionRecord, Registry
 
 
@@ -116,7 +115,3 @@ class LoadedModel:
             embeddings=embeddings.numpy().astype(np.float32),
             model_version=self.ref.version,
         )
-
-
-def spec_summary(spec: ModelSpec) -> dict[str, object]:
-    return {"image_size": spec.image_size, "num_classes": spec.num_classes, "variant": spec.variant}

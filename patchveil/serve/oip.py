@@ -43,22 +43,16 @@ class InferRequest:
     parameters: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _field(mapping: Mapping[str, Any], name: str, kind: type | tuple[type, ...], where: str) -> Any:
+_KIND_NAMES = {dict: "an object", list: "a list", str: "a string"}
+
+
+def _field(mapping: Mapping[str, Any], name: str, kind: type, where: str) -> Any:
     if name not in mapping:
         raise RequestError(400, f"{where} has no {name!r}")
     value = mapping[name]
-    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _kinds(kind)):
-        raise RequestError(400, f"{where}.{name} must be {_kind_name(kind)}")
+    if not isinstance(value, kind):
+        raise RequestError(400, f"{where}.{name} must be {_KIND_NAMES[kind]}")
     return value
-
-
-def _kinds(kind: type | tuple[type, ...]) -> tuple[type, ...]:
-    return kind if isinstance(kind, tuple) else (kind,)
-
-
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", int: "an integer"}
-    return " or ".join(names.get(k, k.__name__) for k in _kinds(kind))
 
 
 def _decode_header(raw: bytes) -> dict[str, Any]:

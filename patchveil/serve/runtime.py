@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from patchveil.config import PlatformConfig
@@ -98,7 +98,7 @@ def deploy_version(config: PlatformConfig, version: int, model_name: str | None 
     record = resolve_model(config.registry_url, model_name or current.name, version)
     ref = ModelRef(record.name, record.version, record.checkpoint_uri)
     _run(ref, settings, config)
-    _record(config, replace(settings), ref)
+    _record(config, settings, ref)
     return Endpoint(
         url=f"http://{settings.host}:{settings.port}",
         model_name=record.name,

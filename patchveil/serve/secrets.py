@@ -8,7 +8,7 @@ import secrets
 from pathlib import Path
 
 from patchveil.errors import PatchveilError
-from patchveil.fsutil import write_bytes_exclusive
+from patchveil.fsutil import write_bytes_atomic, write_bytes_exclusive
 from patchveil.registry.tokens import hash_token, new_token
 
 SERVER_SECRET_FILE = "server-secret.bin"
@@ -52,9 +52,7 @@ def reset_operator_token(folder: Path) -> str:
     """Replace the operator token (the old one stops working); returned this once."""
     _private_folder(folder)
     token = new_token()
-    temporary = folder / (OPERATOR_TOKEN_FILE + ".new")
-    temporary.write_bytes(hash_token(token).encode())
-    os.replace(temporary, folder / OPERATOR_TOKEN_FILE)
+    write_bytes_atomic(folder / OPERATOR_TOKEN_FILE, hash_token(token).encode(), mode=0o600)
     return token
 
 
