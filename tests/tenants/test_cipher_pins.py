@@ -124,3 +124,67 @@ PINNED_DIGESTS: dict[str, str] = {
 @pytest.mark.parametrize("case", pinned_cases(), ids=case_id)
 def test_cipher_output_is_pinned(case: tuple[str, int, int, Params]) -> None:
     assert pinned_digest(pinned_cipher(*case)) == PINNED_DIGESTS[case_id(case)]
+
+
+def batch_cases() -> list[tuple[str, int, int, Params, int]]:
+    """The bench geometry (224 px, 16-px blocks) and a batch of many images (many nonces)."""
+    cases: list[tuple[str, int, int, Params, int]] = []
+    names = ("conventional", "disposable", "etc", "invariant", "le", "pixel", "plain", "restricted")
+    for image_size, block_size, count, window in ((224, 16, 3, 7), (32, 4, 300, 4)):
+        for name in names:
+            cases.append((name, block_size, image_size, (), count))
+        cases.append(
+            ("disposable", block_size, image_size, (("group", "none"), ("window", window)), count)
+        )
+        cases.append(("disposable", block_size, image_size, (("group", "np_cs_rf"),), count))
+    cases.append(("disposable", 4, 32, (("group", "np_cs_rf"), ("window", 2)), 300))
+    return cases
+
+
+def batch_digest(cipher: Cipher, count: int) -> str:
+    """SHA-256 of encrypt then decrypt of `count` fixed images, nonces spread over 2^61 + 7919·i."""
+    size = cipher.spec.image_size
+    images = np.random.default_rng(size + count).integers(
+        0, 256, (count, size, size, 3), dtype=np.uint8
+    )
+    nonces = np.arange(count, dtype=np.int64) * 7919 + 2**61 if cipher.per_image else None
+    digest = hashlib.sha256(cipher.encrypt(images, nonces).tobytes())
+    digest.update(cipher.decrypt(images[::-1].copy(), nonces).tobytes())
+    return digest.hexdigest()
+
+
+def batch_case_id(case: tuple[str, int, int, Params, int]) -> str:
+    return f"{case_id(case[:4])}-{case[4]}images"
+
+
+# Computed with the implementation of commit 2a514d7 (before the issue-15 speed work).
+BATCH_DIGESTS: dict[str, str] = {
+    "conventional-224px-b16-3images": "105ccc172a9a07767b419810561bda71e495a6a003290a90d2672a725075ea10",
+    "disposable-224px-b16-3images": "4d5963982412e43e9b577836c7bc85ef136589751b235599d1d7efcc3e0767d0",
+    "etc-224px-b16-3images": "76501175402325f84007a1e0ee51c500c567a70b16ab1467b1f7e082fe85f677",
+    "invariant-224px-b16-3images": "4f96c43173f09254ff6c8b877aee911ce6674d84a13bde81d60932bfb339509a",
+    "le-224px-b16-3images": "8c1f3713ce6ee46659e6745add8f2240623967529ca320470562db4131192dc9",
+    "pixel-224px-b16-3images": "29f697936d141d56a9272afffa26240e60b0866d6cd582d894b49546194ec600",
+    "plain-224px-b16-3images": "e811c5db632d430d0801a37e52e3a5722ac984d732cac92247a98117f39d99c5",
+    "restricted-224px-b16-3images": "b5b827025c0fbfbe1440d2c5fdf32f7e49c4b638ea1f7fbb2eb48c6f9a1a2866",
+    "disposable-224px-b16-group=none,window=7-3images": "0c794b8d9db93002c62929a4708893bf026f46ede5c064b04bddf012625abcf1",
+    "disposable-224px-b16-group=np_cs_rf-3images": "6576579f3b029895a5666a622a15a89bbf1a8f31b917812d4d20ad722c9deb49",
+    "conventional-32px-b4-300images": "4683ef2de450922f7c3ba20f585233b2ebfb898655c0df386b1a0b74e2c24a60",
+    "disposable-32px-b4-300images": "73b20bf5853adf0da3b55cf88cbd2b6fb922ed99500aa5b7cdc25955f816cce8",
+    "etc-32px-b4-300images": "50d5e49dbe8a8ea4fbbce5c29b2b9b9fe5f1df7c42460eda41cef6e551f9d655",
+    "invariant-32px-b4-300images": "657a6bab71886fbd941251093bf99e7f8b80fb0678b9fc29c81638f3b45826c8",
+    "le-32px-b4-300images": "ed7f023e0b6e6a88e5a9ff29243fcf02a060ed0dea22572ca4f6c445387309b9",
+    "pixel-32px-b4-300images": "a370cff089106ce97ac1fb925684befa2b6d44ef919231874af25ca8cad75619",
+    "plain-32px-b4-300images": "1156e2d2caeb6a45f7856e0d134facfabbb1c6e66ca4fcb5054b2a3ff28e0339",
+    "restricted-32px-b4-300images": "70efe7fac89484bd16ef50bec0580d7c3a2ab7dc6b722143c3d4ef0aa7de81b3",
+    "disposable-32px-b4-group=none,window=4-300images": "d4a3b180041d3a390ebab8582bcb620d00201b6c0347c036c4749c0cc772444f",
+    "disposable-32px-b4-group=np_cs_rf-300images": "076b4eb83928aec5705c9b044ca7f08823535cbd8f0c7df71ac6a2fa1deac95b",
+    "disposable-32px-b4-group=np_cs_rf,window=2-300images": "a217f75937a5ad5e7a80513fe99fb529194cf995a295c945ae7a715c3f8e6451",
+}
+
+
+@pytest.mark.parametrize("case", batch_cases(), ids=batch_case_id)
+def test_cipher_output_is_pinned_on_large_images_and_batches(
+    case: tuple[str, int, int, Params, int],
+) -> None:
+    assert batch_digest(pinned_cipher(*case[:4]), case[4]) == BATCH_DIGESTS[batch_case_id(case)]
