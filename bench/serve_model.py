@@ -208,7 +208,7 @@ def _ensure_reference(home: Path, victim: LabeledImages, count: int = 512) -> No
     ciphertexts (what the defence's hash and the monitor's OOD signal are fitted to)."""
     from patchveil.models.checkpoint import load_trained_model
     from patchveil.models.inference import predict_with_embeddings
-    from patchveil.serve.model_host import REFERENCE_FILE, save_reference_embeddings
+    from patchveil.models.reference import REFERENCE_FILE, save_reference_embeddings
 
     config = PlatformConfig(home=home)
     with Registry(config.registry_url) as registry:

@@ -13,16 +13,23 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from patchveil.config import PlatformConfig
 from patchveil.datasets import DatasetVersion, list_versions, load_manifest, storage, version_uri
 from patchveil.datasets.manifest import check_dataset_name
-from patchveil.datasets.schema import LABEL
+from patchveil.datasets.schema import IMAGE, LABEL, SPLITS, images_from_column
 from patchveil.errors import PatchveilError
 from patchveil.models.augment import AugmentConfig
 from patchveil.models.ray_train import TrainingResult, fit_shared_model, read_columns
+from patchveil.models.reference import (
+    REFERENCE_COUNT,
+    compute_reference_embeddings,
+    sample_rows,
+    save_reference_embeddings,
+)
 from patchveil.models.training import TrainConfig
 from patchveil.models.vit import ModelSpec, variant_params
 from patchveil.pipelines.publishing import check_trainable
@@ -32,6 +39,7 @@ from patchveil.registry import Registry, RegistryError
 from patchveil.reporting import provenance
 
 MODEL_CARD_NAME = "model_card.json"
+TRAIN_SPLIT, VALIDATION_SPLIT = SPLITS
 
 # Nothing a task returns is worth keeping in Prefect's result storage; training is not retried by
 # Prefect because Ray Train already resumes failed workers from the latest checkpoint.
@@ -171,6 +179,31 @@ def write_model_card(card: dict[str, Any], checkpoint_uri: str) -> str:
     return card_uri
 
 
+@task(name="write-reference-embeddings", **_OPTIONS)
+def write_reference_task(
+    checkpoint_uri: str, dataset_uri: str, unpack_nibbles: bool, count: int = REFERENCE_COUNT
+) -> dict[str, Any]:
+    """The trained model's embeddings of up to `count` of the version's held-out ciphertexts
+    (its training rows where it holds none), saved beside the checkpoint for the endpoint."""
+    import torch
+
+    from patchveil.models.checkpoint import load_trained_model
+
+    version = load_manifest(dataset_uri)
+    split = VALIDATION_SPLIT
+    table = read_columns(version, [IMAGE], split)
+    if table.num_rows < 2:
+        split = TRAIN_SPLIT
+        table = read_columns(version, [IMAGE], split)
+    images = np.asarray(images_from_column(table.column(IMAGE)))
+    chosen = images[sample_rows(len(images), count)]
+    model, _ = load_trained_model(checkpoint_uri)
+    torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
+    embeddings = compute_reference_embeddings(model, chosen, unpack_nibbles=unpack_nibbles)
+    uri = save_reference_embeddings(checkpoint_uri, embeddings)
+    return {"uri": uri, "rows": len(chosen), "split": split}
+
+
 @task(name="record-model-version", task_run_name="record {model_name}", **_OPTIONS)
 def record_model(
     config: PlatformConfig, model_name: str, card: dict[str, Any], checkpoint_uri: str
@@ -273,6 +306,12 @@ def train_shared_model(
         name, version, spec, train_config, result, num_workers=num_workers, use_gpu=use_gpu
     )
     card_uri = write_model_card(card, result.checkpoint_path)
+    reference = write_reference_task(
+        result.checkpoint_path, version.uri, train_config.unpack_nibbles
+    )
+    logger.info(
+        "reference embeddings for the endpoint: %d %s rows", reference["rows"], reference["split"]
+    )
     record = record_model(config, name, card, result.checkpoint_path)
     logger.info(
         "model %s v%d: validation accuracy %s", name, record["version"], result.tenant_accuracy
@@ -282,6 +321,7 @@ def train_shared_model(
         "model_version": record["version"],
         "checkpoint_uri": result.checkpoint_path,
         "model_card_uri": card_uri,
+        "reference_embeddings_uri": reference["uri"],
         "dataset": {"name": version.name, "version": version.version, "uri": version.uri},
         "tenant_accuracy": dict(result.tenant_accuracy),
         "val_accuracy": result.final_metrics.get("val_accuracy"),

@@ -5,16 +5,15 @@ Platform side: the checkpoint holds weights trained on ciphertext, nothing of a 
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from patchveil.datasets import storage
 from patchveil.errors import PatchveilError
 from patchveil.models.checkpoint import load_trained_model
 from patchveil.models.inference import predict_with_embeddings
+from patchveil.models.reference import load_reference_embeddings
 from patchveil.registry.registry import ModelVersionRecord, Registry
 
 
@@ -51,28 +50,6 @@ def resolve_model(registry_url: str, name: str, version: int | None = None) -> M
         f"model {name!r} has no version {version} (versions: "
         f"{', '.join(str(record.version) for record in records)})"
     )
-
-
-# A fixed sample of the model's embeddings of its training ciphertexts, saved beside the weights:
-# the clone defence fits its hash to it and the monitor measures out-of-distribution against it.
-REFERENCE_FILE = "reference_embeddings.npy"
-
-
-def save_reference_embeddings(checkpoint_uri: str, embeddings: np.ndarray) -> str:
-    """Store [M, D] reference embeddings beside a checkpoint's weights (no image, no key)."""
-    buffer = io.BytesIO()
-    np.save(buffer, np.asarray(embeddings, dtype=np.float32), allow_pickle=False)
-    uri = storage.join_uri(storage.normalize_uri(checkpoint_uri), REFERENCE_FILE)
-    storage.write_bytes_atomic(uri, buffer.getvalue())
-    return uri
-
-
-def load_reference_embeddings(checkpoint_uri: str) -> np.ndarray | None:
-    """The checkpoint's reference embeddings, or None for a checkpoint saved without them."""
-    uri = storage.join_uri(storage.normalize_uri(checkpoint_uri), REFERENCE_FILE)
-    if not storage.exists(uri):
-        return None
-    return np.load(io.BytesIO(storage.read_bytes(uri)), allow_pickle=False)
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from patchveil.config import PlatformConfig
 from patchveil.datasets import publish_version
 from patchveil.errors import PatchveilError
 from patchveil.models.ray_train import load_trained_model
+from patchveil.models.reference import REFERENCE_FILE, load_reference_embeddings
 from patchveil.models.vit import ModelSpec
 from patchveil.pipelines.training import (
     MODEL_CARD_NAME,
@@ -74,6 +76,16 @@ def test_flow_records_a_model_version_with_its_card(
     assert record.model_card == card
     model, spec = load_trained_model(record.checkpoint_uri)
     assert spec.num_classes == 10 and not model.training
+
+
+def test_flow_leaves_reference_embeddings_for_the_endpoint(trained: dict[str, Any]) -> None:
+    """The endpoint's defence and monitor fit to the model's embeddings of held-out rows."""
+    summary = trained["summary"]
+    reference = load_reference_embeddings(summary["checkpoint_uri"])
+    assert reference is not None and reference.dtype == np.float32
+    model, _ = load_trained_model(summary["checkpoint_uri"])
+    assert reference.shape == (2 * 32, model.num_features)  # every validation row of 2 tenants
+    assert Path(summary["reference_embeddings_uri"]).name == REFERENCE_FILE
 
 
 def test_nothing_the_flow_wrote_holds_key_material(

@@ -15,10 +15,10 @@ import torch
 from patchveil.config import PlatformConfig
 from patchveil.models.checkpoint import save_checkpoint
 from patchveil.models.inference import predict_with_embeddings
+from patchveil.models.reference import save_reference_embeddings
 from patchveil.models.training import TrainConfig
 from patchveil.models.vit import ModelSpec, create_vit_from_spec
 from patchveil.registry.registry import Registry
-from patchveil.serve.model_host import save_reference_embeddings
 from patchveil.tenants.keys import CipherSpec
 from patchveil.tenants.keystore import KeyStore
 
