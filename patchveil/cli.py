@@ -307,6 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_serve_commands(commands)
 
+    from patchveil.cli_he import add_he_commands
+
+    add_he_commands(commands)
+
     from patchveil.cli_federated import add_federated_commands
 
     add_federated_commands(commands)

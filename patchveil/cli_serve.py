@@ -33,6 +33,7 @@ def _settings(args: argparse.Namespace) -> Any:
     from patchveil.serve.settings import ServeSettings
 
     return ServeSettings(
+        he_models=() if args.no_he else (tuple(args.he_model) if args.he_model else None),
         host=args.host,
         port=args.port,
         model_replicas=args.replicas,
@@ -60,6 +61,8 @@ def cmd_serve_start(args: argparse.Namespace) -> int:
         f"serving {endpoint.model_name} v{endpoint.model_version} at {endpoint.url} "
         f"(Open Inference Protocol: POST {endpoint.url}/v2/models/{endpoint.model_name}/infer)"
     )
+    for name in endpoint.he_models:
+        print(f"  homomorphic (CKKS): POST {endpoint.url}/v2/models/{name}-he/infer")
     if endpoint.operator_token:
         print(
             f"  operator token (shown once, stored only hashed; set {OPERATOR_TOKEN_ENV}): "
@@ -146,6 +149,12 @@ def cmd_query(args: argparse.Namespace) -> int:
     from patchveil.tenants.query_client import TOKEN_ENV, QueryClient, query_images
 
     token = _token_from(TOKEN_ENV, args.token_file, "API token")
+    if args.he:
+        from patchveil.cli_he import cmd_query_he
+
+        return cmd_query_he(args, token)
+    if args.packing:
+        raise PatchveilError("--packing is for homomorphic queries: add --he")
     tenant = Tenant(args.tenant, args.store)
     images = read_images(args.images).images
     with QueryClient(args.endpoint, token) as client:
@@ -195,6 +204,12 @@ def add_serve_commands(commands: argparse._SubParsersAction) -> None:
     )
     start.add_argument("--gpu", action="store_true", help="model replicas on GPUs")
     start.add_argument(
+        "--he-model",
+        action="append",
+        help="serve this homomorphic model as NAME-he (repeatable; default: every one in the home)",
+    )
+    start.add_argument("--no-he", action="store_true", help="serve no homomorphic model")
+    start.add_argument(
         "--for-seconds", type=bounded_float(1, 1e7), help="stop after this long (demos, tests)"
     )
     start.set_defaults(handler=cmd_serve_start)
@@ -226,4 +241,14 @@ def add_serve_commands(commands: argparse._SubParsersAction) -> None:
     query.add_argument("--token-file", type=Path, help="default: $PATCHVEIL_API_TOKEN")
     query.add_argument("--json-tensors", action="store_true", help="send JSON, not binary tensors")
     query.add_argument("--json", action="store_true", help="print JSON")
+    query.add_argument(
+        "--he",
+        action="store_true",
+        help="homomorphic: CKKS-encrypt here, the endpoint's NAME-he model never sees the label",
+    )
+    query.add_argument(
+        "--packing",
+        choices=("throughput", "latency"),
+        help="with --he: one image per slot (default) or one image per ciphertext",
+    )
     query.set_defaults(handler=cmd_query)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -318,9 +319,11 @@ def train_square_net(
     images: np.ndarray,
     labels: np.ndarray,
     config: SquareNetConfig | None = None,
+    progress: Callable[[int, float], None] | None = None,
 ) -> SquareNet:
     """Train in plain (images `[N, H, W, C]` in [0, 1]) and return float64 weights whose output
-    layer is rescaled so that no training logit exceeds `OUTPUT_BOUND` (argmax unchanged)."""
+    layer is rescaled so that no training logit exceeds `OUTPUT_BOUND` (argmax unchanged).
+    `progress(epoch, mean_loss)` is called after every epoch."""
     config = config or SquareNetConfig()
     array = np.asarray(images, dtype=np.float64)
     if array.ndim == 3:
@@ -343,8 +346,9 @@ def train_square_net(
     # A network this small loses more to thread hand-offs than it gains (40× on 2 busy cores).
     torch.set_num_threads(1)
     try:
-        for _ in range(config.epochs):
+        for epoch in range(1, config.epochs + 1):
             order = torch.randperm(len(array), generator=generator)
+            losses = []
             for start in range(0, len(order), config.batch_size):
                 batch = order[start : start + config.batch_size]
                 shifted = _shift(array[batch.numpy()], config.max_shift, generator)
@@ -355,6 +359,9 @@ def train_square_net(
                 nn.utils.clip_grad_norm_(module.parameters(), 1.0)
                 optimiser.step()
                 schedule.step()
+                losses.append(loss.item())
+            if progress is not None:
+                progress(epoch, float(np.mean(losses)))
     finally:
         torch.set_num_threads(threads)
     return _to_square_net(name, layout, config, module, array)

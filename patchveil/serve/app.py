@@ -15,7 +15,7 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
+from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -30,6 +31,7 @@ from patchveil.config import PlatformConfig
 from patchveil.registry.tokens import token_matches
 from patchveil.serve.auth import TokenBook, active_token_hashes, bearer_token
 from patchveil.serve.guard import QueryGuard
+from patchveil.serve.he_service import HERunner, resolve_he_models
 from patchveil.serve.limits import ImageRateLimiter
 from patchveil.serve.model_host import Forward, LoadedModel, ModelRef
 from patchveil.serve.oip import (
@@ -135,8 +137,15 @@ class ModelRunner:
 class QueryGateway:
     """Checks every request, asks the model, applies the clone defence and logs the answer."""
 
-    def __init__(self, runner: DeploymentHandle, gateway: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        runner: DeploymentHandle,
+        gateway: dict[str, Any],
+        he_runner: DeploymentHandle | None = None,
+    ) -> None:
         self.runner = runner
+        self.he_runner = he_runner
+        self.he_models: list[str] = gateway.get("he_models", [])
         self.model_name: str = gateway["model_name"]
         self.settings = ServeSettings(**gateway.get("settings", {}))
         config = PlatformConfig(**gateway["platform"])
@@ -186,8 +195,8 @@ class QueryGateway:
                 raise RequestError(401, "the operator token is not valid") from None
             raise RequestError(403, "this route is for the operator; a tenant token cannot read it")
 
-    async def _body(self, request: Request) -> bytes:
-        limit = self.settings.max_body_bytes
+    async def _body(self, request: Request, limit: int | None = None) -> bytes:
+        limit = limit or self.settings.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None:
             try:
@@ -220,6 +229,44 @@ class QueryGateway:
             parts[0].model_version,
         )
 
+    # -- homomorphic queries (CKKS): ciphertexts in, ciphertexts out --------------------------
+    # Declared before /v2/models/{name}/..., which would otherwise take "<name>-he" for a name.
+    # The `he-model` deployment evaluates (CPU-heavy, off this event loop) and answers
+    # (status, body); the tenant comes from the token, so a token reaches only its own context.
+
+    async def _he(self, method: str, *args: Any) -> JSONResponse:
+        if self.he_runner is None:
+            raise RequestError(
+                404,
+                "this endpoint serves no homomorphic model; train one with `patchveil he train`",
+            )
+        try:
+            status, body = await getattr(self.he_runner, method).remote(*args)
+        except BackPressureError:
+            raise RequestError(503, "the homomorphic evaluator is busy; retry later") from None
+        return JSONResponse(body, status_code=status)
+
+    @api.get("/v2/models/{name}-he")
+    async def he_metadata(self, name: str) -> JSONResponse:
+        return await self._he("describe", name)
+
+    @api.put("/v2/models/{name}-he/context")
+    async def he_put_context(self, name: str, request: Request) -> JSONResponse:
+        tenant_id = self.tokens.tenant_of(bearer_token(request.headers.get("authorization")))
+        body = await self._body(request, self.settings.he_max_context_bytes)
+        return await self._he("put_context", tenant_id, name, body)
+
+    @api.get("/v2/models/{name}-he/context")
+    async def he_context(self, name: str, request: Request) -> JSONResponse:
+        tenant_id = self.tokens.tenant_of(bearer_token(request.headers.get("authorization")))
+        return await self._he("context_info", tenant_id, name)
+
+    @api.post("/v2/models/{name}-he/infer")
+    async def he_infer(self, name: str, request: Request) -> JSONResponse:
+        tenant_id = self.tokens.tenant_of(bearer_token(request.headers.get("authorization")))
+        body = await self._body(request, self.settings.he_max_body_bytes)
+        return await self._he("infer", tenant_id, name, body)
+
     # -- the protocol ------------------------------------------------------------------------
 
     @api.get("/v2/health/live")
@@ -242,6 +289,7 @@ class QueryGateway:
             "version": "1",
             "extensions": ["binary_tensor_data"],
             "models": [self.model_name],
+            "he_models": [f"{name}-he" for name in self.he_models],
         }
 
     @api.get("/v2/models/{name}")
@@ -338,6 +386,7 @@ def gateway_args(
     """The gateway's constructor arguments: plain JSON (no key store path, no secret)."""
     return {
         "model_name": model_name,
+        "he_models": list(settings.he_models or ()),
         "settings": asdict(settings),
         "platform": {
             "home": str(config.home),
@@ -360,10 +409,25 @@ def build_application(ref: ModelRef, settings: ServeSettings, config: PlatformCo
         user_config={"model": ref.to_json(), "settings": asdict(settings)},
         max_ongoing_requests=settings.max_ongoing_requests,
     ).bind()
+    if settings.he_models is None:
+        settings = replace(settings, he_models=resolve_he_models(config.home, None))
+    he_runner = None
+    if settings.he_models:
+        he_runner = HERunner.options(
+            ray_actor_options={"num_cpus": settings.he_cpus},
+            max_ongoing_requests=settings.he_max_ongoing_requests,
+            max_queued_requests=settings.he_max_queued_requests,
+        ).bind(
+            {
+                "home": str(config.home),
+                "models": list(settings.he_models),
+                "max_body_bytes": settings.he_max_body_bytes,
+            }
+        )
     return QueryGateway.options(
         max_ongoing_requests=settings.max_ongoing_requests,
         max_queued_requests=settings.max_queued_requests,
-    ).bind(runner, gateway_args(ref.name, settings, config))
+    ).bind(runner, gateway_args(ref.name, settings, config), he_runner)
 
 
 def build_app(args: dict[str, str]) -> Any:

@@ -56,6 +56,10 @@ MAX_LATENCY_IMAGES = 64
 # Deserialized public contexts kept per evaluator: one per recent tenant (≈100 MB each with
 # Galois keys), so a tenant's repeated queries do not parse its context again.
 CONTEXT_CACHE_SIZE = 4
+GALOIS_KEYS_NEEDED = (
+    "the latency packing rotates ciphertexts: export the public context with Galois keys "
+    "(public_context(galois_keys=True))"
+)
 
 
 class HEQueryError(PatchveilError):
@@ -121,11 +125,13 @@ class PublicContexts:
                 self._parsed.popitem(last=False)
         self._parsed.move_to_end(digest)
         if needs_rotations and not context.has_galois_keys():
-            raise HEQueryError(
-                "the latency packing rotates ciphertexts: export the public context with Galois "
-                "keys (public_context(galois_keys=True))"
-            )
+            raise HEQueryError(GALOIS_KEYS_NEEDED)
         return context
+
+
+def parse_public_context(data: bytes) -> ts.Context:
+    """A tenant's serialized public context, parsed; refused if it could decrypt."""
+    return _parse_public_context(data)
 
 
 def _parse_public_context(data: bytes) -> ts.Context:
@@ -136,7 +142,7 @@ def _parse_public_context(data: bytes) -> ts.Context:
             "the public context is not a serialized TenSEAL context; send the bytes of "
             "TenantHEContext.public_context()"
         ) from None
-    if context.has_secret_key():
+    if context.is_private() or context.has_secret_key():
         # Checked before anything is cached or evaluated: a context holding a secret key is
         # dropped here, never stored, logged or echoed.
         raise HEQueryError(
@@ -170,14 +176,35 @@ class HEEvaluator:
     ) -> list[bytes]:
         """Output ciphertexts (serialized) for input ciphertexts (serialized); see the module
         docstring for what each packing's ciphertexts hold."""
+        self.check_inputs(packing, len(ciphertexts))
+        context = self.public_context(public_context, needs_rotations=packing == "latency")
+        return self.evaluate_in(context, ciphertexts, packing)
+
+    def check_inputs(self, packing: str, count: int) -> None:
+        """Refuse a packing or ciphertext count this model cannot take, before any parsing."""
         if packing not in PACKINGS:
             raise HEQueryError(f"packing {packing!r} is not one of {', '.join(PACKINGS)}")
-        if packing == "latency" and not 1 <= len(ciphertexts) <= MAX_LATENCY_IMAGES:
+        if packing == "latency" and not 1 <= count <= MAX_LATENCY_IMAGES:
             raise HEQueryError(
                 f"a latency query carries 1 to {MAX_LATENCY_IMAGES} images, not "
-                f"{len(ciphertexts)}; split it, or use the throughput packing for batches"
+                f"{count}; split it, or use the throughput packing for batches"
             )
-        context = self.public_context(public_context, needs_rotations=packing == "latency")
+        layout = self.net.layout
+        if packing == "throughput" and count != layout.pixels + 1:
+            raise HEQueryError(
+                f"the throughput packing takes one ciphertext per pixel and one of constant 1s: "
+                f"{layout.pixels + 1} for {'×'.join(map(str, layout.image_shape))} "
+                f"images, not {count}"
+            )
+
+    def evaluate_in(
+        self, context: ts.Context, ciphertexts: list[bytes], packing: str
+    ) -> list[bytes]:
+        """`evaluate` with a public context already parsed (and checked by `PublicContexts` or
+        `parse_public_context`)."""
+        self.check_inputs(packing, len(ciphertexts))
+        if packing == "latency" and not context.has_galois_keys():
+            raise HEQueryError(GALOIS_KEYS_NEEDED)
         vectors = [
             self._vector(context, data, position) for position, data in enumerate(ciphertexts)
         ]
@@ -206,12 +233,6 @@ class HEEvaluator:
     # --- throughput packing: one ciphertext per pixel, one image per slot --------------------
     def _throughput(self, pixels: list[ts.CKKSVector]) -> list[ts.CKKSVector]:
         net, weights = self.net, self._weights
-        if len(pixels) != net.layout.pixels + 1:
-            raise HEQueryError(
-                f"the throughput packing takes one ciphertext per pixel and one of constant 1s: "
-                f"{net.layout.pixels + 1} for {'×'.join(map(str, net.layout.image_shape))} "
-                f"images, not {len(pixels)}"
-            )
         if len({pixel.size() for pixel in pixels}) != 1:
             raise HEQueryError("every pixel ciphertext must hold the same number of images")
         windows = net.layout.windows

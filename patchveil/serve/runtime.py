@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from patchveil.config import PlatformConfig
@@ -25,6 +25,7 @@ class Endpoint:
     model_name: str
     model_version: int
     operator_token: str | None  # only on the very first start; stored hashed
+    he_models: tuple[str, ...] = ()  # served at /v2/models/{name}-he/...
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -73,6 +74,11 @@ def start_endpoint(
 
     settings = settings or ServeSettings()
     record = resolve_model(config.registry_url, model_name, version)
+    # The HE models are fixed here (every one in the home unless named), so a later
+    # `deploy_version` serves the same ones; a missing or unreadable one fails before Serve starts.
+    from patchveil.serve.he_service import resolve_he_models
+
+    settings = replace(settings, he_models=resolve_he_models(config.home, settings.he_models))
     folder = serve_home(config)
     server_secret(folder)  # made here, once, not by a replica racing another
     operator_token = ensure_operator_token(folder)
@@ -85,6 +91,7 @@ def start_endpoint(
         model_name=record.name,
         model_version=record.version,
         operator_token=operator_token,
+        he_models=settings.he_models or (),
     )
 
 

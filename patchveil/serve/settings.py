@@ -38,8 +38,19 @@ class ServeSettings:
     use_gpu: bool = False
     defence: bool = True
     token_refresh_s: float = 5.0
+    # Homomorphic (CKKS) models beside the ViT, at /v2/models/{name}-he/...: these names under
+    # <home>/he-models, or every model there when None. Evaluations are CPU-heavy (seconds to
+    # tens of seconds): one replica, few at a time, the rest refused with 503.
+    he_models: tuple[str, ...] | None = None
+    he_max_body_bytes: int = 64 * 1024 * 1024  # an infer body: base64 ciphertexts in JSON
+    he_max_context_bytes: int = 192 * 1024 * 1024  # with Galois keys ≈ 97 MB at N=8192
+    he_cpus: float = 1.0
+    he_max_ongoing_requests: int = 2
+    he_max_queued_requests: int = 8
 
     def __post_init__(self) -> None:
+        if self.he_models is not None:  # from JSON (a recorded endpoint, a Serve config): a list
+            object.__setattr__(self, "he_models", tuple(str(name) for name in self.he_models))
         if not 0 < self.port < 65536:
             raise PatchveilError(f"port must be 1–65535, got {self.port}")
         for name in (
@@ -50,6 +61,10 @@ class ServeSettings:
             "max_ongoing_requests",
             "max_queued_requests",
             "model_replicas",
+            "he_max_body_bytes",
+            "he_max_context_bytes",
+            "he_max_ongoing_requests",
+            "he_max_queued_requests",
         ):
             if int(getattr(self, name)) < 1:
                 raise PatchveilError(f"{name} must be at least 1, got {getattr(self, name)}")

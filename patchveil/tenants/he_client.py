@@ -7,17 +7,31 @@ Images are float arrays `[N, H, W, C]` scaled to [0, 1], as the model was traine
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tenseal as ts
 
 from patchveil.errors import PatchveilError
+from patchveil.fsutil import write_bytes_atomic
 from patchveil.models.square_nets import InputLayout, im2col_with_one
 from patchveil.serve.he_inference import MAX_LATENCY_IMAGES, PACKINGS, HERequest, HEResponse
-from patchveil.tenants.he_keys import TenantHEContext
+from patchveil.tenants.he_keys import (
+    HEContextError,
+    TenantHEContext,
+    context_path,
+    create_he_context,
+    open_he_context,
+)
+from patchveil.tenants.keystore import KeyStore
+from patchveil.tenants.query_client import QueryClient
+
+# Beside the sealed context: which public context each endpoint holds (digests, no key).
+UPLOADS_FILE = "he-uploads.json"
 
 
 class HEClientError(PatchveilError):
@@ -110,3 +124,109 @@ class HEQueryClient:
             raise HEClientError(
                 "an answer is not a CKKS ciphertext of this tenant's context"
             ) from None
+
+
+# --- over HTTP: the tenant's whole homomorphic query -------------------------------------------
+@dataclass(frozen=True)
+class HEAnswer:
+    labels: np.ndarray
+    model_name: str
+    packing: str
+    uploaded_context: bool  # False when the endpoint already held this tenant's public context
+
+
+def tenant_he_context(store: KeyStore, tenant_id: str) -> TenantHEContext:
+    """The tenant's CKKS context from its key store, made (and sealed there) on first use."""
+    try:
+        return open_he_context(store, tenant_id)
+    except HEContextError:
+        if context_path(store, tenant_id).exists():
+            raise  # there is one, but it does not open: never replace it
+        return create_he_context(store, tenant_id)
+
+
+def ensure_public_context(
+    store: KeyStore,
+    he: TenantHEContext,
+    client: QueryClient,
+    model: str,
+    galois_keys: bool,
+) -> bool:
+    """Upload the tenant's public context unless the endpoint already holds the one recorded
+    here (same context id and digest, with Galois keys if needed). Returns whether it uploaded."""
+    record_path = context_path(store, he.tenant_id).parent / UPLOADS_FILE
+    records = _read_uploads(record_path)
+    recorded = records.get(client.endpoint)
+    held = client.he_context(model)
+    if (
+        held is not None
+        and recorded is not None
+        and recorded.get("context_id") == he.context_id
+        and recorded.get("context_digest") == held.get("context_digest")
+        and (held.get("galois_keys") or not galois_keys)
+    ):
+        return False
+    answer = client.put_he_context(model, he.public_context(galois_keys=galois_keys))
+    records[client.endpoint] = {
+        "context_id": he.context_id,
+        "context_digest": answer["context_digest"],
+        "galois_keys": bool(answer["galois_keys"]),
+    }
+    write_bytes_atomic(record_path, json.dumps(records, indent=2).encode() + b"\n", mode=0o600)
+    return True
+
+
+def query_he_model(
+    store: KeyStore,
+    tenant_id: str,
+    client: QueryClient,
+    model: str,
+    images: np.ndarray,
+    packing: str | None = None,
+    encrypt_query: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> HEAnswer:
+    """Labels for `images` from the endpoint's homomorphic model `model` (without "-he").
+
+    Images are float `[N, H, W, C]` in [0, 1], or uint8 (divided by 255 here). A model trained
+    on perceptual ciphertext (its metadata names a `query_cipher`) takes uint8 images, which
+    `encrypt_query` (the tenant's `Tenant.encrypt_query(...).images`) encrypts first. The packing
+    defaults to throughput where the endpoint offers it (no Galois keys to upload), else latency.
+    """
+    metadata = client.he_metadata(model)
+    layout = InputLayout(
+        tuple(metadata["image_shape"]), int(metadata["kernel_size"]), int(metadata["stride"])
+    )
+    offered = list(metadata["packings"])
+    packing = packing or ("throughput" if "throughput" in offered else "latency")
+    if packing not in offered:
+        raise HEClientError(
+            f"{metadata['name']} offers the {' and '.join(offered)} packing here, not {packing!r}"
+        )
+    array = np.asarray(images)
+    if metadata.get("query_cipher"):
+        cipher = metadata["query_cipher"]
+        if encrypt_query is None or array.dtype != np.uint8:
+            raise HEClientError(
+                f"{metadata['name']} was trained on {cipher['cipher']} ciphertext: give uint8 "
+                "images, encrypted with your key before CKKS"
+            )
+        array = encrypt_query(array)
+    if array.dtype == np.uint8:
+        array = array / 255.0
+    pixels = layout.check_images(array)
+    if pixels.size and not (pixels.min() >= 0.0 and pixels.max() <= 1.0):
+        raise HEClientError("float images must be scaled to [0, 1]")
+    he = tenant_he_context(store, tenant_id)
+    uploaded = ensure_public_context(store, he, client, model, galois_keys=packing == "latency")
+    labels = HEQueryClient(he, layout).classify(
+        pixels, packing, int(metadata["classes"]), lambda body: client.he_infer(model, body)
+    )
+    return HEAnswer(labels, metadata["name"], packing, uploaded)
+
+
+def _read_uploads(path: Path) -> dict[str, Any]:
+    try:
+        records = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return records if isinstance(records, dict) else {}

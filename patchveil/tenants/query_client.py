@@ -17,6 +17,8 @@ from patchveil.tenants.result_privacy import ResultKey, resolve
 
 INPUT_NAME = "images"
 TOKEN_ENV = "PATCHVEIL_API_TOKEN"
+# A homomorphic evaluation of a full request takes tens of seconds to minutes on a CPU.
+HE_TIMEOUT_S = 900.0
 
 
 class QueryError(PatchveilError):
@@ -93,6 +95,36 @@ class QueryClient:
 
     def metadata(self, model: str) -> dict[str, Any]:
         return self._request("GET", f"/v2/models/{model}")
+
+    # -- homomorphic models (`<model>-he`): see patchveil.tenants.he_client -------------------
+    def he_metadata(self, model: str) -> dict[str, Any]:
+        """Input layout, packings and limits of the homomorphic model `model` (without "-he")."""
+        return self._request("GET", f"/v2/models/{model}-he")
+
+    def he_context(self, model: str) -> dict[str, Any] | None:
+        """The digest of this tenant's public context on the endpoint, or None if it has none."""
+        try:
+            return self._request("GET", f"/v2/models/{model}-he/context")
+        except QueryError as error:
+            if " 409:" in str(error):
+                return None
+            raise
+
+    def put_he_context(self, model: str, public_context: bytes) -> dict[str, Any]:
+        """Upload this tenant's public context (no secret key: the endpoint refuses one)."""
+        return self._request(
+            "PUT",
+            f"/v2/models/{model}-he/context",
+            content=public_context,
+            headers={"Content-Type": "application/octet-stream"},
+            timeout=HE_TIMEOUT_S,
+        )
+
+    def he_infer(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST one homomorphic query body ({"packing", "inputs"}); evaluations take minutes."""
+        return self._request(
+            "POST", f"/v2/models/{model}-he/infer", json=body, timeout=HE_TIMEOUT_S
+        )
 
     def infer(
         self,
