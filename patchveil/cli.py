@@ -311,6 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_he_commands(commands)
 
+    from patchveil.cli_clone import add_clone_commands
+
+    add_clone_commands(commands)
+
     from patchveil.cli_federated import add_federated_commands
 
     add_federated_commands(commands)
