@@ -75,7 +75,7 @@ class RunningEndpoint:
 
 @pytest.fixture(scope="module")
 def endpoint(
-    tmp_path_factory: pytest.TempPathFactory, ray_session: Any
+    tmp_path_factory: pytest.TempPathFactory, ray_session: Any, request: pytest.FixtureRequest
 ) -> Iterator[RunningEndpoint]:
     from patchveil.serve.runtime import start_endpoint, stop_endpoint, wait_until_ready
     from patchveil.serve.settings import ServeSettings
@@ -96,8 +96,18 @@ def endpoint(
             )
         register_model(registry, home / "checkpoints", 1)
         register_model(registry, home / "checkpoints", 2)
+    # A module that sets SERVE_HE = True also gets the tiny homomorphic model at /v2/models/tiny-he.
+    serve_he = bool(getattr(request.module, "SERVE_HE", False))
+    if serve_he:
+        from tests.serve.he_fixtures import save_tiny_he_model
+
+        save_tiny_he_model(home)
     settings = ServeSettings(
         port=free_port(),
+        he_models=None if serve_he else (),
+        he_cpus=0.5,
+        he_max_body_bytes=12 << 20,  # the tiny model's throughput body is 10.9 MB
+        he_max_context_bytes=8 << 20,  # a public context without Galois keys is 4.4 MB
         max_images_per_request=64,
         max_body_bytes=1 << 20,
         images_per_second=100.0,

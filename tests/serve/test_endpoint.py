@@ -6,24 +6,32 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+import tenseal as ts
 import torch
 
 from patchveil.models.checkpoint import load_trained_model
 from patchveil.models.inference import predict
+from patchveil.models.square_nets import InputLayout, plain_predict
 from patchveil.registry.registry import Registry
+from patchveil.serve.he_inference import HERequest, HEResponse
 from patchveil.serve.runtime import deploy_version
 from patchveil.tenants.client import Tenant
+from patchveil.tenants.he_client import HEQueryClient, tenant_he_context
 from patchveil.tenants.keystore import KeyStore
 from patchveil.tenants.query_client import QueryClient, QueryError, query_images
 from tests.helpers import assert_no_key_material
 from tests.serve.conftest import IMAGE_SIZE, MODEL_NAME, RunningEndpoint
+from tests.serve.he_fixtures import HE_MODEL
+from tests.serve.test_he_inference import secret_key_fragment, tiny_net
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
+SERVE_HE = True  # the endpoint fixture adds tests/serve/he_fixtures.py's tiny model at tiny-he
 
 
 def _images(count: int, seed: int = 0) -> np.ndarray:
@@ -249,3 +257,124 @@ def test_metrics_are_exported_per_tenant(endpoint: RunningEndpoint, ray_session:
     assert "ray_patchveil_images_queried" in text
     assert "ray_patchveil_infer_latency_ms" in text
     assert endpoint.tokens["acme"] not in text
+
+
+# -- homomorphic queries (CKKS) on the same endpoint: /v2/models/tiny-he/... ---------------------
+
+
+def _he_url(endpoint: RunningEndpoint, route: str = "") -> str:
+    return f"{endpoint.url}/v2/models/{HE_MODEL}-he{route}"
+
+
+def test_he_route_answers_ciphertexts_only_the_tenant_decrypts(
+    endpoint: RunningEndpoint, ray_session: Any
+) -> None:
+    store = KeyStore(endpoint.key_store)
+    he = tenant_he_context(store, "acme")  # made and sealed in acme's key store on first use
+    metadata = httpx.get(_he_url(endpoint)).json()
+    assert metadata["image_shape"] == [4, 4, 1] and "throughput" in metadata["packings"]
+    assert httpx.get(f"{endpoint.url}/v2").json()["he_models"] == [f"{HE_MODEL}-he"]
+    acme = _headers(endpoint.tokens["acme"])
+    uploaded = httpx.put(
+        _he_url(endpoint, "/context"), headers=acme, content=he.public_context(galois_keys=False)
+    )
+    assert uploaded.status_code == 200 and uploaded.json()["galois_keys"] is False
+    held = httpx.get(_he_url(endpoint, "/context"), headers=acme).json()
+    assert held["context_digest"] == uploaded.json()["context_digest"]
+
+    batch = np.random.default_rng(1).random((5, 4, 4, 1))
+    client = HEQueryClient(he, InputLayout((4, 4, 1), 2, 2))
+    query = client.encrypt(batch, "throughput")
+    response = httpx.post(
+        _he_url(endpoint, "/infer"),
+        headers=acme,
+        json=HERequest("throughput", query.ciphertexts).to_json(),
+        timeout=120,
+    )
+    assert response.status_code == 200, response.text[:300]
+    outputs = HEResponse.from_json(response.json()).outputs
+    labels = client.decrypt_labels(query, outputs, metadata["classes"])
+    assert np.array_equal(labels, plain_predict(tiny_net(), batch))
+    # What the platform holds (the uploaded public context) cannot decrypt the answer.
+    stored = endpoint.config.home / "serve" / "he-contexts" / "acme.ctx"
+    platform_context = ts.context_from(stored.read_bytes())
+    with pytest.raises(ValueError, match="secret"):
+        ts.ckks_vector_from(platform_context, outputs[0]).decrypt()
+    # No secret-key bytes in the answer, under the platform home (the tenant's key store there
+    # holds the key sealed), or in Serve's logs.
+    fragment = secret_key_fragment(he.context)
+    logs = Path(ray_session._private.worker._global_node.get_session_dir_path()) / "logs" / "serve"
+    assert_no_key_material(fragment, [response.content, uploaded.content, endpoint.config.home])
+    assert_no_key_material(fragment, [logs] if logs.is_dir() else [])
+
+
+def test_he_refusals_are_json_4xx(endpoint: RunningEndpoint) -> None:
+    he = tenant_he_context(KeyStore(endpoint.key_store), "initech")
+    initech = _headers(endpoint.tokens["initech"])
+    infer = _he_url(endpoint, "/infer")
+    good = HERequest(
+        "throughput",
+        HEQueryClient(he, InputLayout((4, 4, 1), 2, 2))
+        .encrypt(np.zeros((1, 4, 4, 1)), "throughput")
+        .ciphertexts,
+    ).to_json()
+    cases = [
+        ("post", infer, {}, {"json": good}, 401),
+        ("post", infer, initech, {"json": good}, 409),  # no context uploaded by initech
+        ("get", _he_url(endpoint, "/context"), initech, {}, 409),
+        ("put", f"{endpoint.url}/v2/models/nope-he/context", initech, {"content": b"x"}, 404),
+        (
+            "put",
+            _he_url(endpoint, "/context"),
+            initech,
+            {"content": he.context.serialize(save_secret_key=True, save_galois_keys=False)},
+            400,
+        ),
+        ("put", _he_url(endpoint, "/context"), initech, {"content": b"x" * (9 << 20)}, 413),
+        ("post", infer, initech, {"content": b"x" * (13 << 20)}, 413),
+    ]
+    for method, url, headers, body, status in cases:
+        response = httpx.request(method, url, headers=headers, timeout=60, **body)
+        assert response.status_code == status, (url, status, response.text[:200])
+        assert response.json()["error"]
+    # The secret-key context was refused before anything was written.
+    assert not (endpoint.config.home / "serve" / "he-contexts" / "initech.ctx").exists()
+    public = he.public_context(galois_keys=False)
+    assert httpx.put(_he_url(endpoint, "/context"), headers=initech, content=public).is_success
+    for document in (
+        b"not json",
+        json.dumps({"packing": "throughput", "inputs": ["%%%"]}).encode(),
+        json.dumps({"packing": "simd", "inputs": good["inputs"]}).encode(),
+        json.dumps({"packing": "latency", "inputs": good["inputs"][:1]}).encode(),  # no Galois
+        json.dumps({"packing": "throughput", "inputs": good["inputs"][:-1]}).encode(),
+    ):
+        response = httpx.post(infer, headers=initech, content=document, timeout=60)
+        assert response.status_code == 400, (document[:60], response.text[:200])
+        assert response.json()["error"]
+
+
+def test_patchveil_query_he_uploads_the_context_once(
+    endpoint: RunningEndpoint,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from patchveil.cli import main
+
+    batch = np.random.default_rng(2).random((3, 4, 4, 1))
+    np.save(tmp_path / "digits.npy", batch)
+    monkeypatch.setenv("PATCHVEIL_API_TOKEN", endpoint.tokens["globex"])
+    argv = [
+        "query", "--he", "--store", str(endpoint.key_store), "--tenant", "globex",
+        "--images", str(tmp_path / "digits.npy"), "--endpoint", endpoint.url,
+    ]  # fmt: skip
+    assert main([*argv, "--json"]) == 0
+    answered = json.loads(capsys.readouterr().out)
+    assert answered["labels"] == plain_predict(tiny_net(), batch).tolist()
+    assert main(argv) == 0
+    assert "public context already held by the endpoint" in capsys.readouterr().out
+    np.save(tmp_path / "wrong.npy", np.zeros((2, 5, 5)))
+    argv[argv.index(str(tmp_path / "digits.npy"))] = str(tmp_path / "wrong.npy")
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "[N, 4, 4, 1]" in error
