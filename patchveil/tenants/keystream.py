@@ -7,11 +7,14 @@ used for key material.
 
 from __future__ import annotations
 
+import copy
 import hashlib
+from typing import Any
 
 import numpy as np
 
 _CHUNK_BYTES = 4096
+_FIRST_COUNTER = (0).to_bytes(8, "big")
 
 
 class KeyStream:
@@ -28,10 +31,23 @@ class KeyStream:
     def __init__(self, secret: bytes, label: str) -> None:
         label_bytes = label.encode()
         self._prefix = len(label_bytes).to_bytes(2, "big") + label_bytes + secret
+        self._rewind()
+
+    def _rewind(self) -> None:
+        """Back to the start of the stream (nothing read)."""
         self._counter = -1
-        self._xof = hashlib.shake_256(b"")  # the current chunk's hash (none read yet)
+        self._xof: Any = None  # the current chunk's hash (none before the first read)
         self._chunk = b""  # the part of the current chunk hashed so far
         self._offset = _CHUNK_BYTES  # bytes of the current chunk already read
+
+    def head(self, count: int) -> bytes:
+        """The first `count` bytes of the stream, whatever has been read: for a stream read once
+        (a per-image draw), one hash without the bookkeeping of `read`."""
+        if count > _CHUNK_BYTES:
+            fresh = copy.copy(self)
+            fresh._rewind()
+            return fresh.read(count)
+        return hashlib.shake_256(self._prefix + _FIRST_COUNTER).digest(count)
 
     def read(self, count: int) -> bytes:
         if self._offset == _CHUNK_BYTES and 0 < count <= _CHUNK_BYTES:

@@ -12,6 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from patchveil.tenants.ciphers import available_ciphers, base
+from patchveil.tenants.ciphers.disposable import stable_argsort
+from patchveil.tenants.ciphers.hazmat import (
+    ALL_CHANNEL_PERMUTATIONS,
+    channel_orders,
+    transform_blocks,
+)
 from patchveil.tenants.keystream import KeyStream
 from tests.tenants.test_cipher_pins import PINNED_SECRET, pinned_cipher
 
@@ -111,3 +117,28 @@ def test_torch_path_gives_the_numpy_result(
     on_device = cipher.encrypt(images, nonces, device=device)
     assert on_device.dtype == np.uint8 and np.array_equal(on_device, expected)
     assert np.array_equal(cipher.decrypt(expected, nonces, device=device), images)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 9000), st.integers(0, 3))
+def test_head_is_the_start_of_the_stream_whatever_was_read(count: int, read_before: int) -> None:
+    stream = KeyStream(PINNED_SECRET, "head")
+    stream.read(read_before * 1000)
+    assert stream.head(count) == reference_stream(PINNED_SECRET, "head", count)
+
+
+def test_fast_argsort_equals_the_stable_one_even_with_ties() -> None:
+    values = np.random.default_rng(4).integers(0, 2**64, (50, 64), dtype=np.uint64)
+    values[3, 10] = values[3, 40]  # ties: only the stable sort orders them by position
+    values[7, :] = 5
+    assert np.array_equal(stable_argsort(values), np.argsort(values, axis=1, kind="stable"))
+
+
+@pytest.mark.parametrize("channels", [list(order) for order in ALL_CHANNEL_PERMUTATIONS])
+@pytest.mark.parametrize("flip_value", [0, 0xFF])
+def test_channel_shuffle_is_the_gather_it_replaces(channels: list[int], flip_value: int) -> None:
+    blocks = np.random.default_rng(5).integers(0, 256, (9, 48), dtype=np.uint8)
+    order = channel_orders(4, np.array([channels]))[0]
+    target = np.empty_like(blocks)
+    transform_blocks(blocks, target, order, flip_value)
+    assert np.array_equal(target, blocks[:, order] ^ np.uint8(flip_value))

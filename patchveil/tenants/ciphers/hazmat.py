@@ -142,15 +142,19 @@ ALL_CHANNEL_PERMUTATIONS = np.array(
 )
 
 
-def block_row_segments(image_size: int, block_size: int) -> np.ndarray:
-    """Segment number of every row of every block, shape (blocks, block_size).
+def block_rows(image_size: int, block_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where the block rows of an image lie, as segments of 3·M contiguous bytes.
 
-    An image [H, W, 3] is H·(W/M) segments of 3·M contiguous bytes (segment y·(W/M) + x is
-    pixel row y, block column x); row r of block (i, j) is segment (i·M + r)·(W/M) + j.
+    An image [H, W, 3] is H·(W/M) segments (segment y·(W/M) + x is pixel row y, block column x).
+    Returns `first` (blocks,): the segment of row 0 of every block (row r of block b is segment
+    `first[b] + r·(W/M)`), and `block_of`, `row_of` (segments,): the block and the row of it that
+    every segment holds.
     """
     side = image_size // block_size
-    rows = np.arange(side)[:, None, None] * block_size + np.arange(block_size)[None, None, :]
-    return (rows * side + np.arange(side)[None, :, None]).reshape(side * side, block_size)
+    first = (np.arange(side)[:, None] * (block_size * side) + np.arange(side)[None, :]).reshape(-1)
+    pixel_row, block_column = np.divmod(np.arange(image_size * side), side)
+    block_row, row_of = np.divmod(pixel_row, block_size)
+    return first, block_row * side + block_column, row_of
 
 
 def move_blocks(
@@ -168,40 +172,86 @@ def move_blocks(
     count = len(flat)
     if count == 0:
         return
-    segments = block_row_segments(image_size, block_size)
-    per_image = segments.size
-    # Destination segment s (pixel row y, block column x) is row y % M of block
-    # (y // M) · side + x, which takes the same row of its source block.
-    destination = np.empty(per_image, dtype=np.int64)
-    destination[segments.reshape(-1)] = np.arange(per_image)
-    block_of, row_of = np.divmod(destination, block_size)
-    index = segments[block_order[:, block_of], row_of]
-    index += (np.arange(count, dtype=np.int64) * per_image)[:, None]
+    first, block_of, row_of = block_rows(image_size, block_size)
+    segments = block_of.size
+    side = image_size // block_size
+    # Segment s of image n is row row_of[s] of the block block_order[n, block_of[s]].
+    source = np.take(first, block_order)
+    source += (np.arange(count, dtype=np.int64) * segments)[:, None]
+    index = np.take(source, block_of, axis=1)
+    index += row_of * side
     segment_bytes = 3 * block_size
     np.take(
-        flat.reshape(count * per_image, segment_bytes),
+        flat.reshape(count * segments, segment_bytes),
         index.reshape(-1),
         axis=0,
         mode="wrap",
-        out=out.reshape(count * per_image, segment_bytes),
+        out=out.reshape(count * segments, segment_bytes),
     )
 
 
-def reorder_elements(blocks: np.ndarray, element_order: np.ndarray) -> None:
-    """In place: every row of `blocks` (blocks, M·M·3) := its elements in `element_order`.
-
-    An order that only permutes the channels of every pixel (a colour shuffle) is three strided
-    copies, twice as fast as a `take` of every byte.
-    """
+def channel_permutation(element_order: np.ndarray) -> np.ndarray | None:
+    """The channel order (3,) if `element_order` only permutes the channels of every pixel (a
+    colour shuffle) the same way, else None."""
     pixels = element_order.reshape(-1, 3)
-    channels = pixels[0]
+    channels = pixels[0] - pixels[0].min()
     if (pixels == np.arange(0, element_order.size, 3)[:, None] + channels).all():
-        view = blocks.reshape(len(blocks), -1, 3)
-        source = view.copy()
-        for channel in range(3):
-            view[:, :, channel] = source[:, :, channels[channel]]
-        return
-    blocks[...] = np.take(blocks, element_order, axis=1, mode="wrap")
+        return channels
+    return None
+
+
+def shuffle_channels(
+    source: np.ndarray, target: np.ndarray, channels: np.ndarray, flip_value: int
+) -> None:
+    """target pixel channel c := source channel `channels[c]` XOR `flip_value`, over 1-D runs of
+    whole pixels (3 bytes each).
+
+    Every byte whose channel moves by the same offset d is one contiguous copy of the run shifted
+    by d (a memcpy, or a vectorised XOR); only the channels with another offset are strided
+    copies. A channel rotation is then one shifted copy and one third strided, a swap one copy
+    and two thirds strided, instead of three strided thirds.
+    """
+    offsets = channels - np.arange(3)
+    shift = int(np.bincount(offsets + 2).argmax()) - 2  # the most common offset
+    size = source.size
+    # Bytes i of target from i + shift of source; bytes of the other channels (and the one or
+    # two bytes at the ends that would read past the run) are all overwritten below.
+    low, high = max(0, -shift), size - max(0, shift)
+
+    def move(into: np.ndarray, source_part: np.ndarray) -> None:
+        if flip_value:
+            np.bitwise_xor(source_part, flip_value, out=into)
+        else:
+            np.copyto(into, source_part)
+
+    move(target[low:high], source[low + shift : high + shift])
+    for channel in range(3):
+        if offsets[channel] != shift:
+            move(target[channel::3], source[channels[channel] :: 3])
+
+
+def transform_blocks(
+    source: np.ndarray, target: np.ndarray, element_order: np.ndarray, flip_value: int
+) -> None:
+    """target[b] := source[b] in `element_order`, XOR `flip_value`, for every row b (blocks,
+    M·M·3) of the two (distinct) arrays.
+
+    A colour shuffle is three strided copies (or XORs), much faster than a `take` of every byte;
+    the flip rides on the copy that moves the bytes anyway.
+    """
+    identity = np.array_equal(element_order, np.arange(element_order.size))
+    channels = None if identity else channel_permutation(element_order)
+    if identity:
+        if flip_value:
+            np.bitwise_xor(source, flip_value, out=target)
+        else:
+            np.copyto(target, source)
+    elif channels is not None:
+        shuffle_channels(source.reshape(-1), target.reshape(-1), channels, flip_value)
+    else:
+        np.take(source, element_order, axis=1, mode="wrap", out=target)
+        if flip_value:
+            np.bitwise_xor(target, flip_value, out=target)
 
 
 def move_and_transform_blocks(
@@ -217,48 +267,70 @@ def move_and_transform_blocks(
     """`move_blocks`, then per block of `out`: XOR `flip_values[n, j]` and elements in order
     `element_orders[move_index[n, j]]` (either step skipped when its array is None).
 
-    The moved blocks are gathered block after block, grouped by the in-block order they drew, so
-    each order is one `take` over one contiguous slice and identity orders cost nothing; a second
-    gather of 3·M-byte rows puts every block back in image layout.
+    The moved blocks are gathered block after block, grouped by what they draw (an in-block
+    order and a flip), so each kind is one operation over one contiguous slice; a second gather
+    of 3·M-byte rows puts every block back in image layout.
     """
     count = len(flat)
     if count == 0:
         return
-    segments = block_row_segments(image_size, block_size)
-    blocks_per_image, per_image = segments.shape[0], segments.size
+    first, block_of, row_of = block_rows(image_size, block_size)
+    side = image_size // block_size
+    blocks_per_image, segments = first.size, block_of.size
     row_bytes = 3 * block_size
     length = block_size * row_bytes
     total = count * blocks_per_image
-    if move_index is None:
-        work = np.arange(total)
-    else:
-        drawn = move_index.reshape(-1)
-        work = np.argsort(drawn, kind="stable")
-        ends = np.cumsum(np.bincount(drawn, minlength=len(element_orders)))
-    image, block = np.divmod(work, blocks_per_image)
-    index = segments[block_order[image, block]] + (image * per_image)[:, None]
-    rows = np.take(
-        flat.reshape(count * per_image, row_bytes), index.reshape(-1), axis=0, mode="wrap"
-    )
-    del index, image, block
-    blocks = rows.reshape(total, length)
-    if flip_values is not None:
-        np.bitwise_xor(blocks, flip_values.reshape(-1)[work][:, None], out=blocks)
+    # What every block does: kind = move · (flip values) + flip value's rank, a small integer,
+    # so the stable argsort that groups blocks by kind is a radix sort.
+    kind = np.zeros(total, dtype=np.uint16)
     if move_index is not None:
-        identity = np.arange(length)
-        start = 0
-        for order, end in enumerate(ends):
-            if end > start and not np.array_equal(element_orders[order], identity):
-                reorder_elements(blocks[start:end], element_orders[order])
-            start = end
-    # Segment s of image n is row r of block j (from `destination`): the r-th row of the
-    # worked block that holds (n, j).
-    rank = np.empty_like(work)
-    rank[work] = np.arange(total)
-    destination = np.empty(per_image, dtype=np.int64)
-    destination[segments.reshape(-1)] = np.arange(per_image)
-    block_of, row_of = np.divmod(destination, block_size)
-    back = rank.reshape(count, blocks_per_image)[:, block_of] * block_size + row_of
+        kind += move_index.reshape(-1).astype(np.uint16)
+    flip_levels = np.zeros(1, dtype=np.uint8)
+    if flip_values is not None:
+        flips = flip_values.reshape(-1).astype(np.uint8)
+        flip_levels = np.flatnonzero(np.bincount(flips, minlength=256)).astype(np.uint8)
+        rank_of_level = np.zeros(256, dtype=np.uint16)
+        rank_of_level[flip_levels] = np.arange(len(flip_levels), dtype=np.uint16)
+        kind *= len(flip_levels)
+        kind += np.take(rank_of_level, flips)
+    kinds = len(element_orders) * len(flip_levels)
+    work = np.argsort(kind, kind="stable")
+    ends = np.cumsum(np.bincount(kind, minlength=kinds))
+    # Row r of the w-th worked block is segment first[source block] + r·side of its image.
+    image = work // blocks_per_image
+    index = np.take(first, np.take(block_order.reshape(-1), work))
+    index += image * segments
+    del image
+    rows_index = index[:, None] + np.arange(block_size, dtype=np.int64) * side
+    del index
+    gathered = np.take(
+        flat.reshape(count * segments, row_bytes), rows_index.reshape(-1), axis=0, mode="wrap"
+    ).reshape(total, length)
+    del rows_index
+    worked = np.empty_like(gathered)
+    start = 0
+    for kind_number, end in enumerate(ends.tolist()):
+        if end > start:
+            move, level = divmod(kind_number, len(flip_levels))
+            transform_blocks(
+                gathered[start:end],
+                worked[start:end],
+                element_orders[move],
+                int(flip_levels[level]),
+            )
+        start = end
+    del gathered
+    # Segment s of image n is row row_of[s] of block (n, block_of[s]): of the worked block
+    # that holds it.
+    rank = np.empty(total, dtype=np.int64)
+    rank[work] = np.arange(total, dtype=np.int64)
+    back = np.take(rank.reshape(count, blocks_per_image), block_of, axis=1)
+    back *= block_size
+    back += row_of
     np.take(
-        rows, back.reshape(-1), axis=0, mode="wrap", out=out.reshape(count * per_image, row_bytes)
+        worked.reshape(total * block_size, row_bytes),
+        back.reshape(-1),
+        axis=0,
+        mode="wrap",
+        out=out.reshape(count * segments, row_bytes),
     )
