@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,9 +11,16 @@ import pytest
 import tenseal as ts
 
 from patchveil.models.square_nets import InputLayout, SquareNet, im2col_with_one, plain_predict
-from patchveil.serve.he_inference import HEEvaluator, HERequest
-from patchveil.tenants.he_client import HEClientError, HEQueryClient
+from patchveil.serve.he_inference import HEEvaluator, HERequest, context_digest
+from patchveil.tenants.he_client import (
+    HEClientError,
+    HEQueryClient,
+    ensure_public_context,
+    tenant_he_context,
+)
 from patchveil.tenants.he_keys import CKKSParameters, TenantHEContext, make_context
+from patchveil.tenants.keystore import KeyStore
+from tests.serve.test_he_inference import secret_key_fragment
 
 LAYOUT = InputLayout((4, 4, 1), kernel_size=2, stride=2)
 
@@ -103,3 +111,49 @@ def test_queries_that_do_not_fit_are_refused(tenant: TenantHEContext) -> None:
         client.decrypt_labels(query, query.ciphertexts[:1], 4)
     with pytest.raises(HEClientError, match="not a CKKS ciphertext"):
         client.decrypt_labels(query, [b"junk", b"junk"], 4)
+
+
+class _FakeEndpoint:
+    """The three calls `ensure_public_context` makes, recorded; the platform side keeps only
+    the digest of what it was sent."""
+
+    endpoint = "http://platform.test"
+
+    def __init__(self) -> None:
+        self.held: dict[str, Any] | None = None
+        self.uploads: list[bytes] = []
+
+    def he_context(self, model: str) -> dict[str, Any] | None:
+        return self.held
+
+    def put_he_context(self, model: str, public_context: bytes) -> dict[str, Any]:
+        context = ts.context_from(public_context)
+        assert not context.is_private()
+        self.uploads.append(public_context)
+        self.held = {
+            "context_digest": context_digest(public_context),
+            "galois_keys": context.has_galois_keys(),
+        }
+        return self.held
+
+
+def test_the_context_is_made_on_first_use_and_uploaded_once(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "keys", passphrase="test passphrase")
+    he = tenant_he_context(store, "acme")
+    assert tenant_he_context(store, "acme").context_id == he.context_id  # reopened, not remade
+    endpoint = _FakeEndpoint()
+    assert ensure_public_context(store, he, endpoint, "digits", galois_keys=False)
+    assert not ensure_public_context(store, he, endpoint, "digits", galois_keys=False)
+    assert len(endpoint.uploads) == 1
+    # The endpoint lost it (a new home), or holds another context: uploaded again.
+    endpoint.held = None
+    assert ensure_public_context(store, he, endpoint, "digits", galois_keys=False)
+    endpoint.held = {"context_digest": "0" * 64, "galois_keys": False}
+    assert ensure_public_context(store, he, endpoint, "digits", galois_keys=False)
+    # What the tenant remembers is digests and ids only: the secret key stays sealed.
+    record = (store.root / "acme" / "he-uploads.json").read_text()
+    assert json.loads(record)[endpoint.endpoint]["galois_keys"] is False
+    fragment = secret_key_fragment(he.context)
+    for upload in endpoint.uploads:
+        assert fragment not in upload
+    assert fragment not in record.encode()
