@@ -21,13 +21,15 @@ import argparse
 import json
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from patchveil.models.digits import load_uci_digits
-from patchveil.models.square_nets import SquareNet, SquareNetConfig, plain_predict, train_square_net
+from patchveil.models.he_models import preset
+from patchveil.models.square_nets import SquareNet, plain_predict, train_square_net
 from patchveil.reporting import provenance, write_json, write_text
 from patchveil.serve.he_inference import HEEvaluator
 from patchveil.tenants.ciphers import create_cipher
@@ -192,10 +194,8 @@ def model_entry(
 def digits_model(store: KeyStore, args: argparse.Namespace) -> dict[str, Any]:
     train, test = load_uci_digits()
     started = time.perf_counter()
-    # 4×4 windows at stride 2 (9 windows, 12 channels): a 108-wide dense layer, which the
-    # latency packing's matrix product pays for in rotations (3×3 at stride 1: 288 wide).
-    config = SquareNetConfig(kernel_size=4, stride=2, channels=12, epochs=60)
-    net = train_square_net("cryptonets-digits", train.images, train.labels, config)
+    # The served preset (`patchveil he train --model digits`): 4×4 windows at stride 2.
+    net = train_square_net("cryptonets-digits", train.images, train.labels, preset("digits").config)
     seconds = time.perf_counter() - started
     he = create_he_context(store, "digits-tenant")
     return model_entry(
@@ -222,10 +222,10 @@ def cifar_model(store: KeyStore, args: argparse.Namespace) -> dict[str, Any]:
     train_images = cipher.encrypt(train.images, np.arange(len(train.images))) / 255.0
     test_nonces = np.arange(len(test.images)) + len(train.images)
     test_images = cipher.encrypt(test.images, test_nonces) / 255.0
-    config = SquareNetConfig(
-        kernel_size=4, stride=4, pool="mean", channels=args.cifar_channels, epochs=args.cifar_epochs
+    # The served preset (`patchveil he train --model bag-of-patches`): 4×4 blocks, mean pooled.
+    config = replace(
+        preset("bag-of-patches").config, channels=args.cifar_channels, epochs=args.cifar_epochs
     )
-    config = SquareNetConfig(**{**config.__dict__, "max_shift": 0})  # shifts would cut blocks
     started = time.perf_counter()
     net = train_square_net("bag-of-patches-cifar", train_images, train.labels, config)
     seconds = time.perf_counter() - started
