@@ -53,6 +53,9 @@ def cmd_serve_start(args: argparse.Namespace) -> int:
 
     config = PlatformConfig.from_env()
     resolve_model(config.registry_url, args.model, args.version)  # a typo fails in a second
+    from patchveil.serve.he_service import resolve_he_models
+
+    resolve_he_models(config.home, settings.he_models)  # so does a missing HE model
     _start_ray(args)
     from patchveil.serve.runtime import start_endpoint, stop_endpoint
 
