@@ -195,14 +195,62 @@ def s3_endpoint() -> Iterator[S3Endpoint]:
         server.stop()
 
 
-@dataclass(frozen=True)
 class RayCluster:
-    """A Ray cluster of separate nodes on this machine: a platform head and one node per tenant."""
+    """A Ray cluster of separate nodes on this machine: a platform head and one node per tenant;
+    a test may add nodes (`add_node`) and kill them (`kill_node`) as a machine failure would."""
 
-    address: str  # the GCS address drivers join with RAY_ADDRESS
-    tenants: tuple[str, ...]
-    # Token authentication with this cluster's own token: a driver needs these variables.
-    auth_environment: dict[str, str]
+    def __init__(
+        self, address: str, tenants: tuple[str, ...], temp_dir: Path, environment: dict[str, str]
+    ) -> None:
+        self.address = address  # the GCS address drivers join with RAY_ADDRESS
+        self.tenants = tenants
+        self._temp_dir = temp_dir
+        self._environment = environment
+        self._nodes: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def auth_environment(self) -> dict[str, str]:
+        """Token authentication with this cluster's own token: a driver needs these variables."""
+        return {name: self._environment[name] for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}
+
+    def add_node(
+        self, name: str, resources: dict[str, float], num_cpus: int = 1, timeout_s: float = 300
+    ) -> subprocess.Popen[bytes]:
+        """Start one more node (`ray start --address=…`) and wait until it has joined."""
+        worker = [
+            # Ray turns a loopback --address into the machine's address; its GCS listens on
+            # every interface, whatever --node-ip-address says (Ray offers no loopback-only GCS).
+            str(Path(sys.executable).parent / "ray"), "start", f"--address={self.address}",
+            f"--num-cpus={num_cpus}", "--resources", json.dumps(resources),
+            *_ray_node_options(self._temp_dir),
+        ]  # fmt: skip
+        # A second try: a raylet has 30 s (fixed in Ray) to register, which a busy 2-core
+        # machine does not always give it.
+        for attempt in (1, 2):
+            log = self._temp_dir / f"{name}-{attempt}.log"
+            node = _start_node([*worker, *_ray_node_ports()], self._environment, log)
+            self._nodes.append(node)
+            if _wait_for_log(node, log, NODE_STARTED, timeout_s, fail=attempt == 2):
+                return node
+            _end_group(node)  # a raylet of the failed try must not join later
+        raise AssertionError("unreachable: the second try fails the test")
+
+    def kill_node(self, node: subprocess.Popen[bytes]) -> None:
+        """SIGKILL a node's whole process group (raylet, workers, agents): a machine lost."""
+        _end_group(node)
+
+    def stop(self) -> None:
+        """End every node started here, tenant and added nodes first, the head last."""
+        for node in reversed(self._nodes):
+            node.terminate()
+        for node in reversed(self._nodes):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                node.wait(timeout=60)
+            _end_group(node)
+
+
+def _ray_node_options(temp_dir: Path) -> list[str]:
+    return ["--block", f"--node-ip-address={LOCALHOST}", f"--temp-dir={temp_dir}"]
 
 
 def _ray_node_ports() -> list[str]:
@@ -231,7 +279,6 @@ def running_ray_cluster(tenants: tuple[str, ...], timeout_s: float = 300) -> Ite
     # Short: Ray's socket paths live under it and Unix sockets allow ~100 characters.
     temp_dir = Path(tempfile.mkdtemp(prefix="pv-ray-"))
     port = free_port()
-    address = f"{LOCALHOST}:{port}"
     # Its own token, in its own folder: Ray would otherwise pick up (or miss) ~/.ray/auth_token.
     token_file = temp_dir / "auth_token"
     token_file.write_text(secrets.token_hex(32))
@@ -239,40 +286,22 @@ def running_ray_cluster(tenants: tuple[str, ...], timeout_s: float = 300) -> Ite
     auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file)}
     environment = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **auth}
     environment.pop("RAY_ADDRESS", None)
-    common = ["--block", f"--node-ip-address={LOCALHOST}", f"--temp-dir={temp_dir}"]
+    cluster = RayCluster(f"{LOCALHOST}:{port}", tenants, temp_dir, environment)
     head = [
         str(ray_bin), "start", "--head", f"--port={port}", "--num-cpus=2",
         "--resources", json.dumps({"platform": 1}), "--include-dashboard=false",
-        f"--ray-client-server-port={free_port()}", *common, *_ray_node_ports(),
+        f"--ray-client-server-port={free_port()}", *_ray_node_options(temp_dir),
+        *_ray_node_ports(),
     ]  # fmt: skip
-    nodes: list[subprocess.Popen[bytes]] = []
     try:
-        nodes.append(_start_node(head, environment, temp_dir / "head.log"))
-        _wait_for_port(port, nodes[0], temp_dir / "head.log", timeout_s)
+        cluster._nodes.append(_start_node(head, environment, temp_dir / "head.log"))
+        _wait_for_port(port, cluster._nodes[0], temp_dir / "head.log", timeout_s)
+        # One node at a time: two raylets registering at once on a busy machine time out.
         for tenant_id in tenants:
-            worker = [
-                # Ray turns a loopback --address into the machine's address; its GCS listens on
-                # every interface, whatever --node-ip-address says (Ray offers no loopback-only GCS).
-                str(ray_bin), "start", f"--address={address}", "--num-cpus=1",
-                "--resources", json.dumps({f"tenant:{tenant_id}": 1}), *common,
-            ]  # fmt: skip
-            # One node at a time, and a second try: a raylet has 30 s (fixed in Ray) to register,
-            # which a busy 2-core machine starting two at once does not always give it.
-            for attempt in (1, 2):
-                log = temp_dir / f"{tenant_id}-{attempt}.log"
-                node = _start_node([*worker, *_ray_node_ports()], environment, log)
-                nodes.append(node)
-                if _wait_for_log(node, log, NODE_STARTED, timeout_s, fail=attempt == 2):
-                    break
-                _end_group(node)  # a raylet of the failed try must not join later
-        yield RayCluster(address=address, tenants=tenants, auth_environment=auth)
+            cluster.add_node(tenant_id, {f"tenant:{tenant_id}": 1}, timeout_s=timeout_s)
+        yield cluster
     finally:
-        for node in reversed(nodes):
-            node.terminate()
-        for node in reversed(nodes):
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                node.wait(timeout=60)
-            _end_group(node)
+        cluster.stop()
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

@@ -41,6 +41,7 @@ from patchveil.datasets.schema import (
 )
 from patchveil.errors import PatchveilError
 from patchveil.models.checkpoint import (
+    CHECKPOINT_META_FILE,
     MODEL_FILE,
     load_checkpoint_metadata,
     load_trained_model,
@@ -91,8 +92,14 @@ TRAINER_CONFIG_KEYS = frozenset(
         "num_workers",
         "use_gpu",
         "inject_failure_at_epoch",
+        "hold_after_epoch",
     }
 )
+# On a cluster whose platform nodes carry the custom resource `platform` (tenant nodes carry
+# `tenant:<id>`), every training worker asks for this share of it: training stays off tenant
+# nodes by construction, not by how CPUs happen to be free.
+PLATFORM_RESOURCE = "platform"
+PLATFORM_SHARE = 0.01
 _COLUMNS = [IMAGE, LABEL, TENANT_ID, KEY_VERSION]
 
 
@@ -388,6 +395,11 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
         if in_process and previous_folder is not None:
             shutil.rmtree(previous_folder, ignore_errors=True)
         previous_folder = folder
+        hold = config.get("hold_after_epoch")
+        if hold is not None and int(hold[0]) == epoch and resumed_from_epoch == 0:
+            # A fault drill: the checkpoint is in storage and the run is still going, so taking
+            # this worker's node down now must end in a resume from this epoch.
+            time.sleep(float(hold[1]))
 
 
 # -- the driver ----------------------------------------------------------------------------------
@@ -511,11 +523,17 @@ def build_trainer(
     cpus_per_worker: float = 1.0,
     max_failures: int = 2,
     inject_failure_at_epoch: int | None = None,
+    hold_after_epoch: tuple[int, float] | None = None,
+    worker_resources: Mapping[str, float] | None = None,
 ) -> Any:
     """The `TorchTrainer` for one run over a published dataset version (not started yet).
 
-    `inject_failure_at_epoch` (fault drills and tests): the first attempt raises before that
-    epoch, and the run must resume from its latest checkpoint.
+    `worker_resources`: custom Ray resources each worker needs beside its CPUs (e.g.
+    `{"platform": 0.01}` keeps workers on platform nodes).
+    Fault drills and tests: `inject_failure_at_epoch` makes the first attempt raise before that
+    epoch; `hold_after_epoch=(epoch, seconds)` makes it wait that long after that epoch's
+    checkpoint, so its node can be taken down mid-run. Either way the run must resume from its
+    latest checkpoint.
     """
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -555,6 +573,7 @@ def build_trainer(
         "num_workers": num_workers,
         "use_gpu": use_gpu,
         "inject_failure_at_epoch": inject_failure_at_epoch,
+        "hold_after_epoch": None if hold_after_epoch is None else list(hold_after_epoch),
     }
     check_trainer_config(config)
     # The manifest's shard list, not a folder listing: a version is exactly what it announces.
@@ -565,7 +584,7 @@ def build_trainer(
         scaling_config=ScalingConfig(
             num_workers=num_workers,
             use_gpu=use_gpu,
-            resources_per_worker={"CPU": cpus_per_worker},
+            resources_per_worker={"CPU": cpus_per_worker, **(worker_resources or {})},
         ),
         run_config=RunConfig(
             name=run_name,
@@ -586,8 +605,9 @@ def build_trainer(
     )
 
 
-def _check_cluster(num_workers: int, cpus_per_worker: float, use_gpu: bool) -> None:
-    """Refuse a run the cluster cannot hold instead of letting it wait forever."""
+def _check_cluster(num_workers: int, cpus_per_worker: float, use_gpu: bool) -> dict[str, float]:
+    """Refuse a run the cluster cannot hold instead of letting it wait forever; return the
+    cluster's resources."""
     import ray
 
     if not ray.is_initialized():
@@ -606,6 +626,7 @@ def _check_cluster(num_workers: int, cpus_per_worker: float, use_gpu: bool) -> N
             f"use_gpu with {num_workers} worker(s) needs {max(num_workers, 1)} GPU(s); the Ray "
             f"cluster has {available.get('GPU', 0):g}"
         )
+    return dict(available)
 
 
 def _checkpoint_uri(checkpoint: Any) -> str:
@@ -616,17 +637,35 @@ def _checkpoint_uri(checkpoint: Any) -> str:
 
 
 def _persist_local_checkpoint(local: str, storage_path: str, run_name: str, epoch: int) -> str:
-    """Move an in-process run's checkpoint folder into `<storage_path>/<run_name>/`."""
+    """Move an in-process run's checkpoint folder into `<storage_path>/<run_name>/`.
+
+    On a local disk the folder is staged beside the target and renamed into place. Object
+    stores (S3) cannot rename a folder: there each file is uploaded to its final name, the
+    metadata file last, so a checkpoint whose metadata is readable is complete.
+    """
     target = storage.join_uri(
         storage.normalize_uri(storage_path), run_name, f"checkpoint_epoch={epoch:04d}"
     )
     filesystem, path = storage.resolve(target)
-    staging = f"{path.rpartition('/')[0]}/{storage.TEMPORARY_PREFIX}{uuid.uuid4().hex}"
-    filesystem.create_dir(staging, recursive=True)
-    pafs.copy_files(local, staging, destination_filesystem=filesystem)
     if filesystem.get_file_info(path).type != pafs.FileType.NotFound:
         filesystem.delete_dir(path)
-    filesystem.move(staging, path)
+    if isinstance(filesystem, pafs.LocalFileSystem):
+        staging = f"{path.rpartition('/')[0]}/{storage.TEMPORARY_PREFIX}{uuid.uuid4().hex}"
+        filesystem.create_dir(staging, recursive=True)
+        pafs.copy_files(local, staging, destination_filesystem=filesystem)
+        filesystem.move(staging, path)
+    else:
+        files = sorted(
+            (item for item in Path(local).rglob("*") if item.is_file()),
+            key=lambda item: item.name == CHECKPOINT_META_FILE,
+        )
+        filesystem.create_dir(path, recursive=True)
+        for item in files:
+            pafs.copy_files(
+                str(item),
+                f"{path}/{item.relative_to(local).as_posix()}",
+                destination_filesystem=filesystem,
+            )
     shutil.rmtree(local, ignore_errors=True)
     return target
 
@@ -643,15 +682,20 @@ def fit_shared_model(
     cpus_per_worker: float = 1.0,
     max_failures: int = 2,
     inject_failure_at_epoch: int | None = None,
+    hold_after_epoch: tuple[int, float] | None = None,
+    worker_resources: Mapping[str, float] | None = None,
 ) -> TrainingResult:
     """Train the shared ViT on one dataset version with Ray Train; return its checkpoint and metrics.
 
     `num_workers=0` runs the same loop in this process (no retries there). Ray must be running
     (`ray.init(num_cpus=...)`, or `patchveil.pipelines.ray_runtime`), else a default local Ray
-    is started.
+    is started. Without `worker_resources`, workers on a cluster that offers the `platform`
+    resource ask for a share of it, so they never land on a tenant's node.
     """
     start = time.perf_counter()
-    _check_cluster(num_workers, cpus_per_worker, use_gpu)
+    available = _check_cluster(num_workers, cpus_per_worker, use_gpu)
+    if worker_resources is None and num_workers > 0 and PLATFORM_RESOURCE in available:
+        worker_resources = {PLATFORM_RESOURCE: PLATFORM_SHARE}
     trainer = build_trainer(
         dataset_version_uri,
         model_spec,
@@ -663,6 +707,8 @@ def fit_shared_model(
         cpus_per_worker=cpus_per_worker,
         max_failures=max_failures,
         inject_failure_at_epoch=inject_failure_at_epoch,
+        hold_after_epoch=hold_after_epoch,
+        worker_resources=worker_resources,
     )
     result = trainer.fit()
     if result.checkpoint is None:

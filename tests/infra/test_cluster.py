@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from tests.services import INFRA_TESTS_ENV, RayCluster, running_ray_cluster
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 DRIVER_TIMEOUT_S = 400
+# Ray Train's record of a run's checkpoints, in the run's folder.
+CHECKPOINT_SNAPSHOT = "checkpoint_manager_snapshot.json"
 # Ray-internal actors without resources that Ray may place on any node, tenant nodes included.
 RAY_HELPERS_ANYWHERE = {"PreemptionWatcher"}
 
@@ -29,6 +32,15 @@ pytestmark = [
         reason=f"starts a 3-node Ray cluster: set {INFRA_TESTS_ENV}=1 (as .ci/run does)",
     ),
 ]
+
+
+def latest_recorded_checkpoint(snapshot: Path) -> str | None:
+    """The folder name of the latest checkpoint Ray Train's controller has recorded, if any."""
+    try:
+        latest = json.loads(snapshot.read_text())["latest_checkpoint_result"]
+    except (OSError, ValueError, KeyError):  # not written yet, or caught mid-write
+        return None
+    return None if latest is None else str(latest["checkpoint_dir_name"])
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +114,70 @@ def test_tenant_actors_run_only_on_their_nodes_and_platform_work_gets_no_key_sto
             assert actor["node_id"] == node_ids["platform"], actor
         elif actor["node_id"] in tenant_nodes:
             assert actor["class"] in RAY_HELPERS_ANYWHERE, (actor, placed)
+
+
+def test_training_resumes_from_its_last_checkpoint_when_its_node_is_killed(
+    cluster: RayCluster, tmp_path: Path
+) -> None:
+    """A platform node that runs the only Ray Train worker is SIGKILLed after Ray Train recorded
+    the epoch-1 checkpoint; a replacement node joins and the run goes on from that checkpoint."""
+    from tests.infra import node_loss_scenario as scenario
+
+    trainer_resources = {"platform": 1.0, scenario.TRAINER_RESOURCE: 1.0}
+    environment = {
+        **{name: value for name, value in os.environ.items() if not name.startswith("PATCHVEIL_")},
+        **cluster.auth_environment,
+        "RAY_ADDRESS": cluster.address,
+        "PATCHVEIL_HOME": str(tmp_path / "platform-home"),
+    }
+    snapshot = scenario.storage_path(tmp_path) / scenario.RUN_NAME / CHECKPOINT_SNAPSHOT
+    log = tmp_path / "driver.log"
+    with open(log, "w") as errors:
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "tests.infra.node_loss_scenario", str(tmp_path)],
+            cwd=REPOSITORY,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+        )
+    try:
+        # Joins while the driver publishes and reads the dataset (Ray Train waits for it).
+        first = cluster.add_node("trainer-1", trainer_resources)
+        # Ray Train's controller writes this snapshot once it has recorded a checkpoint: from
+        # then on a restarted run starts from it.
+        started = time.monotonic()
+        while (latest_at_kill := latest_recorded_checkpoint(snapshot)) is None:
+            if driver.poll() is not None or time.monotonic() - started > DRIVER_TIMEOUT_S:
+                pytest.fail(f"no checkpoint recorded: {log.read_text()[-4000:]}")
+            time.sleep(0.2)
+        cluster.kill_node(first)
+        killed = time.monotonic()
+        cluster.add_node("trainer-2", trainer_resources)
+        try:
+            stdout, _ = driver.communicate(timeout=DRIVER_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the driver ran past {DRIVER_TIMEOUT_S} s: {log.read_text()[-4000:]}")
+        after_kill_s = time.monotonic() - killed
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    assert driver.returncode == 0, log.read_text()[-4000:]
+    result = json.loads(stdout.strip().splitlines()[-1])
+
+    assert latest_at_kill == "checkpoint_epoch=0001"
+    epochs = result["epochs"]
+    # The epoch counter went on from the checkpoint: epoch 1 once, by the first attempt, and
+    # epochs 2 and 3 by the second, which started from the epoch-1 checkpoint (a restart from
+    # scratch would say 0, and would have held after epoch 1 again).
+    assert [entry["epoch"] for entry in epochs] == [1, 2, 3]
+    assert [entry["resumed_from_epoch"] for entry in epochs] == [0, 1, 1]
+    assert Path(result["checkpoint_path"]).name == "checkpoint_epoch=0003"
+    (replacement,) = result["trainer_nodes_at_end"]
+    # One worker per attempt: the first on the killed node, the second on its replacement.
+    assert len(result["workers"]) == 2, result["workers"]
+    (killed_node,) = {worker["node_id"] for worker in result["workers"]} - {replacement}
+    assert killed_node in result["dead_nodes"]
+    # Recorded for infra/README.md: the node loss, the replacement and the resumed epochs.
+    print(f"node killed → run finished in {after_kill_s:.0f} s ({result['seconds']:.0f} s in all)")
