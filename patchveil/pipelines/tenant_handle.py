@@ -18,6 +18,8 @@ from patchveil.protocol import ActorDescription
 
 NAMESPACE = RAY_NAMESPACE
 ACTOR_CPUS = 0.25
+# A node that belongs to tenant <id> carries the custom resource `tenant:<id>`.
+TENANT_RESOURCE_PREFIX = "tenant:"
 # max_task_retries=0: a call that dies with the actor fails, and the Prefect task that made it
 # retries against the restarted actor (which reloads its key from the store).
 RESTART_OPTIONS: dict[str, Any] = {"max_restarts": -1, "max_task_retries": 0}
@@ -44,8 +46,34 @@ def actor_options(tenant_id: str, pin_to_tenant_node: bool = False) -> dict[str,
         "lifetime": "detached",
     }
     if pin_to_tenant_node:
-        options["resources"] = {f"tenant:{tenant_id}": 0.01}
+        options["resources"] = {tenant_resource(tenant_id): 0.01}
     return options
+
+
+def tenant_resource(tenant_id: str) -> str:
+    """The custom Ray resource of a tenant's own node: `tenant:<tenant_id>`."""
+    return f"{TENANT_RESOURCE_PREFIX}{check_tenant_id(tenant_id)}"
+
+
+def pin_on_this_cluster(tenant_id: str) -> bool:
+    """Whether a new actor of this tenant must be pinned to the tenant's node.
+
+    A cluster with tenant nodes (any `tenant:<id>` resource) pins every tenant actor, and
+    refuses a tenant whose node is not there rather than open its key store on another
+    machine; a cluster without any (the embedded default) pins none.
+    """
+    import ray
+
+    resources = ray.cluster_resources()
+    if not any(name.startswith(TENANT_RESOURCE_PREFIX) for name in resources):
+        return False
+    if tenant_resource(tenant_id) not in resources:
+        raise PatchveilError(
+            f"this Ray cluster has tenant nodes, but none for tenant {tenant_id!r}; start the "
+            f"tenant's node with `ray start --address=… --resources "
+            f"'{{\"{tenant_resource(tenant_id)}\": 1}}'` (its key store stays on that node)"
+        )
+    return True
 
 
 @cache
@@ -66,12 +94,13 @@ def tenant_actor(
     tenant_id: str,
     key_store_path: str | Path | None,
     config: PlatformConfig,
-    pin_to_tenant_node: bool = False,
+    pin_to_tenant_node: bool | None = None,
 ) -> Any:
     """The tenant's actor handle: the running `tenant-<id>` actor, or a new one.
 
     `key_store_path=None` takes the running actor as it is, or starts one on the development
-    key store `config.key_store_for(tenant_id)`.
+    key store `config.key_store_for(tenant_id)`. `pin_to_tenant_node=None` pins a new actor
+    to the tenant's node when the cluster has tenant nodes (`pin_on_this_cluster`).
     """
     import ray
 
@@ -86,6 +115,8 @@ def tenant_actor(
             return ray.get_actor(name, namespace=NAMESPACE)
         key_store_path = config.key_store_for(tenant_id)
     wanted = str(Path(key_store_path).expanduser().absolute())
+    if pin_to_tenant_node is None:
+        pin_to_tenant_node = pin_on_this_cluster(tenant_id)
     options = actor_options(tenant_id, pin_to_tenant_node)
     handle = _tenant_actor_class().options(**options).remote(tenant_id, wanted, config)
     running: ActorDescription = call(handle.describe.remote())

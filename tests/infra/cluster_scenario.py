@@ -21,7 +21,7 @@ from patchveil.config import RAY_NAMESPACE, PlatformConfig
 from patchveil.datasets import load_manifest, read_shard
 from patchveil.pipelines.onboarding import onboard_tenant
 from patchveil.pipelines.ray_runtime import ensure_ray
-from patchveil.pipelines.tenant_handle import call, tenant_actor
+from patchveil.pipelines.tenant_handle import call, existing_tenant_actor
 from patchveil.pipelines.training import train_shared_model
 from patchveil.registry import Registry
 
@@ -108,11 +108,9 @@ def main(workdir: Path) -> None:
     key_stores = {tenant_id: workdir / "tenant-side" / tenant_id / "keys" for tenant_id in TENANTS}
     placed, onboarded = {}, {}
     for index, tenant_id in enumerate(TENANTS):
-        handle = tenant_actor(tenant_id, key_stores[tenant_id], config, pin_to_tenant_node=True)
-        described = call(handle.describe.remote())
-        placed[tenant_id] = {"node_id": node_of_actor(handle), "key_store": described.key_store}
         source = write_source(workdir / "tenant-side" / tenant_id, seed=index)
-        # The onboarding flow finds the running, pinned actor by name: encryption happens there.
+        # The onboarding flow starts the tenant's actor itself: on a cluster with tenant nodes
+        # it pins it to `tenant:<id>`, and encryption happens there.
         onboarded[tenant_id] = onboard_tenant(
             tenant_id,
             source,
@@ -121,11 +119,14 @@ def main(workdir: Path) -> None:
             key_store=str(key_stores[tenant_id]),
             shard_size=60,
         )
+        handle = existing_tenant_actor(tenant_id)
+        described = call(handle.describe.remote())
+        placed[tenant_id] = {"node_id": node_of_actor(handle), "key_store": described.key_store}
     with Registry.from_config(config) as registry:
         dataset = registry.list_dataset_versions(onboarded[TENANTS[-1]]["dataset"])[-1]
     platform_work = ray.get(read_dataset_on_platform.remote(dataset.uri))
-    # Training on the cluster: one Ray Train worker of one CPU fits only on the platform node
-    # (a tenant node's CPU is partly held by its actor).
+    # Training on the cluster: its workers ask for the `platform` resource, which only the
+    # platform node has.
     trained = train_shared_model(
         dataset.name,
         size="test",
