@@ -10,6 +10,7 @@ memory; every output is a fresh allocation whose page faults its operation pays.
 - throughput: copy time / cipher time (goal ≥ 0.5);
 - memory: (peak − the loaded input − one output) / CHUNK_BYTES (goal ≤ 2).
 The file column is load + operation + save of the whole batch, as `patchveil encrypt` does it.
+Three reference operations, measured the same way, bound what the ciphers can reach (REFERENCES).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,8 @@ def worker(task: dict[str, Any]) -> dict[str, Any]:
         def operation() -> np.ndarray:
             return images.copy()
 
+    elif task["operation"] in REFERENCES:
+        operation = reference_operation(task["operation"], images, task["block_size"])
     else:
         params = tuple((key, value) for key, value in task["params"])
         spec = CipherSpec(task["cipher"], task["block_size"], images.shape[1], params)
@@ -87,7 +91,7 @@ def worker(task: dict[str, Any]) -> dict[str, Any]:
         times.append(time.perf_counter() - begin)
     assert out is not None
     save_seconds = 0.0
-    if task["operation"] != "decrypt":  # the file column is load + encrypt (or copy) + save
+    if task["operation"] in ("copy", "encrypt"):  # the file column: load + encrypt (or copy) + save
         begin = time.perf_counter()
         np.save(task["output"], out)
         save_seconds = time.perf_counter() - begin
@@ -98,6 +102,38 @@ def worker(task: dict[str, Any]) -> dict[str, Any]:
         "peak_bytes": peak,
         "beyond_input_and_output_bytes": peak - loaded - out.nbytes,
     }
+
+
+REFERENCES = {
+    "byte_gather": "numpy gather of every byte (np.take, one index per byte)",
+    "torch_gather": "torch index_select of every byte on the CPU",
+    "disposable_draw": "the disposable cipher's SHAKE-256 draw alone (16 bytes per block)",
+}
+"""Operations that bound what a cipher can reach (measured like the ciphers, not ciphers): a
+cipher that permutes the bytes inside a block needs at least the byte gather; the disposable
+cipher needs at least its per-image draw."""
+
+
+def reference_operation(name: str, images: np.ndarray, block_size: int) -> Callable[[], np.ndarray]:
+    count = len(images)
+    flat = images.reshape(count, -1)
+    # A fixed permutation from numpy's PRNG: a benchmark input, not key material.
+    source = np.random.default_rng(0).permutation(flat.shape[1])
+    if name == "byte_gather":
+        return lambda: np.take(flat, source, axis=1, mode="wrap")
+    if name == "torch_gather":
+        import torch
+
+        index = torch.from_numpy(source)
+        return lambda: torch.from_numpy(flat).index_select(1, index).numpy()
+    key = Key.generate("bench", CipherSpec("disposable", block_size, images.shape[1]))
+    draw_bytes = 16 * (images.shape[1] // block_size) ** 2
+
+    def draw() -> np.ndarray:
+        heads = [key.keystream(f"disposable/{nonce}").head(draw_bytes) for nonce in range(count)]
+        return np.frombuffer(b"".join(heads), dtype=np.uint8)
+
+    return draw
 
 
 def measure(task: dict[str, Any]) -> dict[str, Any]:
@@ -150,6 +186,10 @@ def bench_geometry(
         row["file_throughput_ratio"] = copy["file_seconds"] / row["encrypt"]["file_seconds"]
         rows.append(row)
         print(image_size, row["cipher"], f"{row['encrypt_throughput_ratio']:.2f}", flush=True)
+    references = {}
+    for name in REFERENCES:
+        result = measure({**base, "operation": name, "block_size": block_size})
+        references[name] = result
     copy_after = measure(copy_task)
     if copy_after["seconds"] < copy["seconds"]:
         # A faster copy only lowers every ratio: the ciphers are compared with the better one.
@@ -165,6 +205,8 @@ def bench_geometry(
                 copy_after["file_seconds"] / row["encrypt"]["file_seconds"]
             )
         copy = {**copy, "file_seconds": copy_after["file_seconds"]}
+    for result in references.values():
+        result["throughput_ratio"] = copy["seconds"] / result["seconds"]
     source.unlink()
     return {
         "image_size": image_size,
@@ -172,6 +214,7 @@ def bench_geometry(
         "images": count,
         "batch_bytes": count * image_size * image_size * 3,
         "copy": copy,
+        "references": references,
         "rows": rows,
     }
 
@@ -199,6 +242,12 @@ def markdown(meta: dict[str, Any], geometries: list[dict[str, Any]], repeats: in
             f"Copy: {copy['seconds']:.3f} s ({count / copy['seconds']:,.0f} images/s), "
             f"{(copy['beyond_input_and_output_bytes']) / CHUNK_BYTES:.2f} chunks beyond input and "
             f"output; load + copy + save {copy['file_seconds']:.2f} s.",
+            "Bounds measured the same way (ratio to the copy): "
+            + "; ".join(
+                f"{REFERENCES[name]} {result['throughput_ratio']:.2f}"
+                for name, result in geometry["references"].items()
+            )
+            + ".",
             "",
             "| cipher | encrypt images/s | encrypt ratio | decrypt ratio | file ratio | "
             "encrypt memory (chunks) | decrypt memory (chunks) | peak RSS MiB |",
