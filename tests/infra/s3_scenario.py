@@ -68,10 +68,21 @@ def main(workdir: Path) -> None:
         batch_size=64,
         warmup_epochs=0.0,
         # One Ray Train worker: Ray Train itself uploads the checkpoint to S3, as on a cluster.
-        # (The in-process path, num_workers=0, cannot finish on S3 yet: it renames a folder.)
         num_workers=1,
     )
     trained = time.perf_counter()
+    # In-process (`--workers 0`): the driver uploads the last checkpoint itself, file by file
+    # (an object store has no folder to rename).
+    in_process = train_shared_model(
+        onboarded["dataset"],
+        size="test",
+        epochs=1,
+        batch_size=64,
+        warmup_epochs=0.0,
+        num_workers=0,
+        model_name="s3-in-process",
+    )
+    in_process_model, _ = load_trained_model(in_process["checkpoint_uri"])
     model, spec = load_trained_model(summary["checkpoint_uri"])
     card = json.loads(storage.read_bytes(summary["model_card_uri"]))
     with Registry.from_config(config) as registry:
@@ -101,11 +112,14 @@ def main(workdir: Path) -> None:
                 "card_equals_registry": card == record.model_card,
                 "model_classes": spec.num_classes,
                 "model_in_eval_mode": not model.training,
+                "in_process_checkpoint_uri": in_process["checkpoint_uri"],
+                "in_process_model_in_eval_mode": not in_process_model.training,
                 "objects": sorted(objects),
                 "local_files": local,
                 "seconds": {
                     "total": time.perf_counter() - started,
                     "to_trained": trained - started,
+                    "in_process": in_process["train_seconds"],
                 },
             }
         )

@@ -82,5 +82,12 @@ def test_onboarding_training_checkpoint_and_card_live_on_s3(
     assert result["model_card_uri"] in result["objects"]
     assert result["card_equals_registry"] and result["model_in_eval_mode"]
     assert result["model_classes"] == 10
+    # The in-process run's checkpoint reached S3 whole (no folder rename there), the metadata
+    # file among its objects, nothing staged left behind.
+    in_process = result["in_process_checkpoint_uri"]
+    assert in_process.startswith(checkpoints) and in_process.endswith("checkpoint_epoch=0001")
+    assert f"{in_process}/checkpoint.json" in result["objects"]
+    assert result["in_process_model_in_eval_mode"]
+    assert not [uri for uri in result["objects"] if "/_tmp-" in uri]
     # Nothing went to local folders: the home keeps only the registry, logs and the tenant side.
     assert result["local_files"] == []
