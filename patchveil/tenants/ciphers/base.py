@@ -9,7 +9,7 @@ from typing import ClassVar
 import numpy as np
 
 from patchveil.errors import CipherConfigError, ImageFormatError
-from patchveil.tenants.ciphers.hazmat import GatherMask
+from patchveil.tenants.ciphers.hazmat import GatherMask, Scratch
 from patchveil.tenants.keys import CipherSpec, Key, ParamValue
 
 _REGISTRY: dict[str, type[Cipher]] = {}
@@ -193,10 +193,13 @@ class Cipher:
         checked = self.check_nonces(nonces, count) if self.per_image else None
         out = np.empty_like(flat)
         step = self.chunk_images()
+        scratch = Scratch()  # one chunk's working buffers, reused by the next chunk
         for start in range(0, count, step):
             part = slice(start, start + step)
             if checked is not None:
-                self.transform_per_image(flat[part], checked[part], inverse, out[part], device)
+                self.transform_per_image(
+                    flat[part], checked[part], inverse, out[part], device, scratch
+                )
             else:
                 table = self._inverse if inverse else self._forward
                 self.transform(table, flat[part], out[part], device)
@@ -215,9 +218,11 @@ class Cipher:
         inverse: bool,
         out: np.ndarray,
         device: str | None = None,
+        scratch: Scratch | None = None,
     ) -> None:
         """Per-image ciphers implement this instead of `build`: write the transform of the
-        flattened images `flat` (one nonce each) into `out` (with torch on `device` if given)."""
+        flattened images `flat` (one nonce each) into `out` (with torch on `device` if given),
+        with working buffers from `scratch` (shared by the chunks of one batch) if given."""
         raise NotImplementedError
 
     def check_nonces(self, nonces: np.ndarray | None, count: int) -> np.ndarray:

@@ -29,6 +29,7 @@ from patchveil.tenants.ciphers.base import Cipher, log2_factorial, register_ciph
 from patchveil.tenants.ciphers.gpu import move_blocks_on_device
 from patchveil.tenants.ciphers.hazmat import (
     ALL_CHANNEL_PERMUTATIONS,
+    Scratch,
     block_index,
     channel_orders,
     dihedral_orders,
@@ -127,6 +128,7 @@ class DisposableCipher(Cipher):
         inverse: bool,
         out: np.ndarray,
         device: str | None = None,
+        scratch: Scratch | None = None,
     ) -> None:
         # Encrypted block j = plain block block_order[j], elements in order orders[element[j]],
         # XOR flips[element[j]] (0 or 0xFF over the whole block, so it commutes with the order).
@@ -157,7 +159,7 @@ class DisposableCipher(Cipher):
             move_blocks(flat, out, block_order, size, block_size)
         else:
             move_and_transform_blocks(
-                flat, out, block_order, flips, moves, orders, size, block_size
+                flat, out, block_order, flips, moves, orders, size, block_size, scratch
             )
 
     @classmethod

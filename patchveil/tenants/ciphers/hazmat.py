@@ -13,6 +13,7 @@ and an in-block transform touches only the blocks that drew it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -267,6 +268,22 @@ def transform_blocks(
             np.bitwise_xor(target, flip_value, out=target)
 
 
+class Scratch:
+    """Working buffers reused from chunk to chunk of one batch, by name: a chunk's temporaries
+    then cost no fresh memory (and no page faults) after the first chunk."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def array(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A uint8 array of `shape` (contents undefined), in the buffer called `name`."""
+        size = math.prod(shape)
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.size < size:
+            buffer = self._buffers[name] = np.empty(size, dtype=np.uint8)
+        return buffer[:size].reshape(shape)
+
+
 def move_and_transform_blocks(
     flat: np.ndarray,
     out: np.ndarray,
@@ -276,6 +293,7 @@ def move_and_transform_blocks(
     element_orders: np.ndarray,
     image_size: int,
     block_size: int,
+    scratch: Scratch | None = None,
 ) -> None:
     """`move_blocks`, then per block of `out`: XOR `flip_values[n, j]` and elements in order
     `element_orders[move_index[n, j]]` (either step skipped when its array is None).
@@ -316,11 +334,17 @@ def move_and_transform_blocks(
     del image
     rows_index = index[:, None] + np.arange(block_size, dtype=np.int64) * side
     del index
-    gathered = np.take(
-        flat.reshape(count * segments, row_bytes), rows_index.reshape(-1), axis=0, mode="wrap"
-    ).reshape(total, length)
+    scratch = Scratch() if scratch is None else scratch
+    gathered = scratch.array("gathered", (total, length))
+    np.take(
+        flat.reshape(count * segments, row_bytes),
+        rows_index.reshape(-1),
+        axis=0,
+        mode="wrap",
+        out=gathered.reshape(total * block_size, row_bytes),
+    )
     del rows_index
-    worked = np.empty_like(gathered)
+    worked = scratch.array("worked", (total, length))
     start = 0
     for kind_number, end in enumerate(ends.tolist()):
         if end > start:
@@ -332,7 +356,6 @@ def move_and_transform_blocks(
                 int(flip_levels[level]),
             )
         start = end
-    del gathered
     # Segment s of image n is row row_of[s] of block (n, block_of[s]): of the worked block
     # that holds it.
     rank = np.empty(total, dtype=np.int64)
