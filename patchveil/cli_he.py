@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -124,15 +123,7 @@ def cmd_query_he(args: argparse.Namespace, token: str) -> int:
                 )
             model = served[0]
         model = model.removesuffix("-he")
-
-        def encrypt_query(batch: np.ndarray) -> Any:
-            from patchveil.tenants.client import Tenant
-
-            return Tenant(args.tenant, args.store).encrypt_query(batch).images
-
-        answer = query_he_model(
-            store, args.tenant, client, model, images, args.packing, encrypt_query
-        )
+        answer = query_he_model(store, args.tenant, client, model, images, args.packing)
     labels = [int(label) for label in answer.labels]
     if args.json:
         print(json.dumps({"model": answer.model_name, "packing": answer.packing, "labels": labels}))

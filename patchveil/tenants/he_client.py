@@ -20,6 +20,7 @@ from patchveil.errors import PatchveilError
 from patchveil.fsutil import write_bytes_atomic
 from patchveil.models.square_nets import InputLayout, im2col_with_one
 from patchveil.serve.he_inference import MAX_LATENCY_IMAGES, PACKINGS, HERequest, HEResponse
+from patchveil.tenants.client import Tenant
 from patchveil.tenants.he_keys import (
     HEContextError,
     TenantHEContext,
@@ -27,6 +28,7 @@ from patchveil.tenants.he_keys import (
     create_he_context,
     open_he_context,
 )
+from patchveil.tenants.keys import CipherSpec
 from patchveil.tenants.keystore import KeyStore
 from patchveil.tenants.query_client import QueryClient
 
@@ -183,14 +185,14 @@ def query_he_model(
     model: str,
     images: np.ndarray,
     packing: str | None = None,
-    encrypt_query: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> HEAnswer:
     """Labels for `images` from the endpoint's homomorphic model `model` (without "-he").
 
     Images are float `[N, H, W, C]` in [0, 1], or uint8 (divided by 255 here). A model trained
-    on perceptual ciphertext (its metadata names a `query_cipher`) takes uint8 images, which
-    `encrypt_query` (the tenant's `Tenant.encrypt_query(...).images`) encrypts first. The packing
-    defaults to throughput where the endpoint offers it (no Galois keys to upload), else latency.
+    on perceptual ciphertext (its metadata names a `query_cipher`) takes uint8 images, which are
+    encrypted first with the tenant's newest cipher key (`Tenant.encrypt_query`: fresh per-image
+    transforms). The packing defaults to throughput where the endpoint offers it (no Galois keys
+    to upload), else latency.
     """
     metadata = client.he_metadata(model)
     layout = InputLayout(
@@ -204,13 +206,12 @@ def query_he_model(
         )
     array = np.asarray(images)
     if metadata.get("query_cipher"):
-        cipher = metadata["query_cipher"]
-        if encrypt_query is None or array.dtype != np.uint8:
+        if array.dtype != np.uint8:
             raise HEClientError(
-                f"{metadata['name']} was trained on {cipher['cipher']} ciphertext: give uint8 "
-                "images, encrypted with your key before CKKS"
+                f"{metadata['name']} was trained on {metadata['query_cipher']['cipher']} "
+                "ciphertext: give uint8 images, which are encrypted with your key before CKKS"
             )
-        array = encrypt_query(array)
+        array = _perceptual_encrypt(store, tenant_id, metadata["query_cipher"], array)
     if array.dtype == np.uint8:
         array = array / 255.0
     pixels = layout.check_images(array)
@@ -222,6 +223,29 @@ def query_he_model(
         pixels, packing, int(metadata["classes"]), lambda body: client.he_infer(model, body)
     )
     return HEAnswer(labels, metadata["name"], packing, uploaded)
+
+
+def _perceptual_encrypt(
+    store: KeyStore, tenant_id: str, wanted: dict[str, Any], images: np.ndarray
+) -> np.ndarray:
+    """The tenant's newest cipher key, if it is the kind the model was trained on."""
+    versions = store.describe(tenant_id)
+    spec = CipherSpec.from_json(versions[-1]["cipher"]) if versions else None
+    if spec is None or (spec.name, spec.block_size, spec.image_size) != (
+        wanted["cipher"],
+        wanted["block_size"],
+        wanted["image_size"],
+    ):
+        have = (
+            "no cipher key"
+            if spec is None
+            else f"a {spec.name} key (block size {spec.block_size}, image size {spec.image_size})"
+        )
+        raise HEClientError(
+            f"the model takes {wanted['cipher']} ciphertext (block size {wanted['block_size']}, "
+            f"image size {wanted['image_size']}); tenant {tenant_id!r} has {have}"
+        )
+    return Tenant(tenant_id, store).encrypt_query(images).images
 
 
 def _read_uploads(path: Path) -> dict[str, Any]:
