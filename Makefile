@@ -12,8 +12,9 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
+# `make demo ARGS=--keep-up` leaves Ray, a Prefect server (its UI) and the endpoint up until Ctrl-C.
 demo: $(STAMP)
-	$(BIN)/python -m patchveil.demo
+	$(BIN)/python -m patchveil.demo $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

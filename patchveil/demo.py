@@ -13,16 +13,24 @@
    locally and gets labels over HTTP; the operator reads each tenant's clone risk.
 
 Everything is written under `demo-output/` (PATCHVEIL_DEMO_DIR); PATCHVEIL_DEMO_EPOCHS sets the
-training budget (default 3: minutes on 2 cores; the paper table is its own command).
+training budget (default 3: minutes on 2 cores; the paper table is its own command). The demo
+prints where to watch it (Prefect's UI, Ray's dashboard) and stops everything at the end;
+`--keep-up` (`make demo ARGS=--keep-up`) serves Prefect's UI from a Prefect server during the demo
+and leaves Ray, that server and the query endpoint running until Ctrl-C.
 """
 
 from __future__ import annotations
 
+import argparse
+import atexit
 import json
 import os
 import shutil
+import socket
+import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,10 +51,150 @@ CIPHER = "disposable"
 WINDOW = 4
 CIPHER_PARAMS = {"group": "none", "window": WINDOW}
 VARIANT = "window_position"
+LOCALHOST = "127.0.0.1"
+PREFECT_UI_PORT = 4200  # Prefect's own default; another free port when it is taken
+PREFECT_SERVER_TIMEOUT_S = 180
 
 
 def stage(title: str) -> None:
     print(f"\n== {title}", flush=True)
+
+
+# -- where to watch, and --keep-up -----------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m patchveil.demo", description="The whole platform on one machine."
+    )
+    parser.add_argument(
+        "--keep-up",
+        action="store_true",
+        help="serve Prefect's UI from a Prefect server during the demo, and leave Ray, that "
+        "server and the query endpoint running at the end until Ctrl-C (make demo ARGS=--keep-up)",
+    )
+    return parser.parse_args(argv)
+
+
+def prefect_ui_url(api_url: str | None) -> str | None:
+    """The UI of a Prefect server from its API URL (`http://host:4200/api` → `http://host:4200`)."""
+    if not api_url:
+        return None
+    return api_url.rstrip("/").removesuffix("/api")
+
+
+def watch_lines(
+    prefect_api_url: str | None,
+    prefect_home: Path,
+    ray_dashboard_url: str | None,
+    dashboard_missing: bool,
+) -> list[str]:
+    """Where to watch the demo: Prefect's UI (or how to get one) and Ray's dashboard."""
+    ui = prefect_ui_url(prefect_api_url)
+    if ui:
+        flows = f"  flows: Prefect UI at {ui}"
+    else:
+        flows = (
+            "  flows: Prefect runs an ephemeral API without a UI here; browse these runs "
+            f"later with `PREFECT_HOME={prefect_home} prefect server start`, or run "
+            "`make demo ARGS=--keep-up` for a UI during the demo"
+        )
+    if ray_dashboard_url:
+        url = ray_dashboard_url if "://" in ray_dashboard_url else f"http://{ray_dashboard_url}"
+        cluster = f"  cluster: Ray dashboard at {url}"
+    elif dashboard_missing:
+        cluster = "  cluster: Ray's dashboard is not installed (`pip install 'ray[default]'`)"
+    else:
+        cluster = "  cluster: this Ray serves no dashboard"
+    return [flows, cluster]
+
+
+def keep_up_lines(running: Sequence[str]) -> list[str]:
+    """What stays up after the demo, and how to stop it."""
+    return [
+        "\nstill running (--keep-up):",
+        *running,
+        "Ctrl-C stops them all (Ray, the Prefect server, the endpoint) and ends the demo",
+    ]
+
+
+def dashboard_missing() -> bool:
+    """True when Ray's dashboard packages (`ray[default]`) are not installed."""
+    from ray._private.utils import get_dashboard_dependency_error
+
+    return get_dashboard_dependency_error() is not None
+
+
+def ray_dashboard_url() -> str | None:
+    import ray
+
+    return ray._private.worker.get_dashboard_url() or None
+
+
+def _free_port(preferred: int) -> int:
+    for port in (preferred, 0):
+        with socket.socket() as probe:
+            try:
+                probe.bind((LOCALHOST, port))
+            except OSError:
+                continue
+            return int(probe.getsockname()[1])
+    raise OSError("no free port on 127.0.0.1")
+
+
+def start_prefect_server(prefect_home: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`prefect server start` on 127.0.0.1 with its state in `prefect_home`; its API URL once
+    it answers. Call before Prefect is imported here: flows then report to it."""
+    import httpx
+
+    port = _free_port(PREFECT_UI_PORT)
+    api_url = f"http://{LOCALHOST}:{port}/api"
+    environment = {
+        **os.environ,
+        "PREFECT_HOME": str(prefect_home),
+        "PREFECT_API_URL": api_url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    command = [sys.executable, "-m", "prefect", "server", "start"]
+    with open(log, "wb") as output:
+        server = subprocess.Popen(
+            [*command, "--host", LOCALHOST, "--port", str(port)],
+            env=environment,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + PREFECT_SERVER_TIMEOUT_S
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
+                return server, api_url
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    stop_process(server)
+    sys.exit(f"demo: the Prefect server did not start in {PREFECT_SERVER_TIMEOUT_S} s; see {log}")
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def hold_until_interrupted(running: Sequence[str], stops: Sequence[Callable[[], None]]) -> None:
+    """Print what stays up, wait for Ctrl-C, then stop each in turn."""
+    print("\n".join(keep_up_lines(running)), flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("\nstopping …", flush=True)
+    for stop in stops:
+        stop()
 
 
 def query_stage(
@@ -57,9 +205,10 @@ def query_stage(
     token: str,
     test: LabeledImages,
     port: int = 8765,
-) -> None:
+    keep_endpoint: bool = False,
+) -> str:
     """Stage 7: serve the model, let one tenant query encrypted test images, show the operator's
-    risk view; the endpoint stops at the end."""
+    risk view; the endpoint stops at the end unless `keep_endpoint`. Returns its URL."""
     import httpx
 
     from patchveil.serve.runtime import start_endpoint, stop_endpoint, wait_until_ready
@@ -98,10 +247,13 @@ def query_stage(
                 f"{entry['risk']:.2f}{' FLAGGED' if entry['flagged'] else ''}"
             )
     finally:
-        stop_endpoint()
+        if not keep_endpoint:
+            stop_endpoint()
+    return str(endpoint.url)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
     started = time.perf_counter()
     out = Path(os.environ.get("PATCHVEIL_DEMO_DIR", "demo-output")).resolve()
     epochs = int(os.environ.get("PATCHVEIL_DEMO_EPOCHS", "3"))
@@ -110,6 +262,17 @@ def main() -> None:
     out.mkdir(parents=True)
     # The platform's home (registry, datasets, checkpoints, Prefect state) for this demo.
     os.environ["PATCHVEIL_HOME"] = str(out / "platform")
+    prefect_server = None
+    if args.keep_up and not os.environ.get("PREFECT_API_URL"):
+        from patchveil.config import PlatformConfig
+        from patchveil.pipelines.prefect_home import use_platform_home_for_prefect
+
+        use_platform_home_for_prefect(PlatformConfig.from_env())
+        prefect_server, os.environ["PREFECT_API_URL"] = start_prefect_server(
+            Path(os.environ["PREFECT_HOME"]), out / "prefect-server.log"
+        )
+        # Its own session keeps Ctrl-C from it: stopped here, also when the demo fails.
+        atexit.register(stop_process, prefect_server)
     from patchveil.console import QUIET_RAY_LOG_LEVEL, quiet_services
 
     log_file = quiet_services(out / "demo.log")
@@ -137,7 +300,20 @@ def main() -> None:
     from patchveil.pipelines.onboarding import onboard_tenants
     from patchveil.pipelines.ray_runtime import ensure_ray
 
-    ensure_ray(config, log_to_driver=True, log_level=QUIET_RAY_LOG_LEVEL)
+    no_dashboard = dashboard_missing()
+    ensure_ray(
+        config,
+        log_to_driver=True,
+        log_level=QUIET_RAY_LOG_LEVEL,
+        include_dashboard=not no_dashboard,
+    )
+    watch = watch_lines(
+        os.environ.get("PREFECT_API_URL"),
+        Path(os.environ["PREFECT_HOME"]),
+        ray_dashboard_url(),
+        no_dashboard,
+    )
+    print("\n".join(watch))
     plan = {
         "defaults": {"cipher": CIPHER, "block_size": BLOCK_SIZE, "params": CIPHER_PARAMS},
         "tenants": [
@@ -251,14 +427,29 @@ def main() -> None:
 
     stage("7. Encrypted queries over HTTP (Ray Serve, Open Inference Protocol, clone defence on)")
     tokens = {tenant["tenant_id"]: tenant["api_token"] for tenant in onboarded["tenants"]}
-    query_stage(
-        config, trained["model_name"], first, config.key_store_for(first), tokens[first], test
+    endpoint_url = query_stage(
+        config,
+        trained["model_name"],
+        first,
+        config.key_store_for(first),
+        tokens[first],
+        test,
+        keep_endpoint=args.keep_up,
     )
 
     print(
         f"\ndemo finished in {time.perf_counter() - started:.0f} s; outputs in {out}; "
         f"Prefect's logs in {log_file}"
     )
+    if args.keep_up:
+        import ray
+
+        from patchveil.serve.runtime import stop_endpoint
+
+        stops = [stop_endpoint, ray.shutdown]
+        if prefect_server is not None:
+            stops.append(lambda: stop_process(prefect_server))
+        hold_until_interrupted([*watch, f"  queries: the endpoint at {endpoint_url}"], stops)
 
 
 if __name__ == "__main__":

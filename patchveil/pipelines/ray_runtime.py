@@ -16,6 +16,7 @@ def ensure_ray(
     num_cpus: int | None = None,
     log_to_driver: bool = False,
     log_level: str | None = None,
+    include_dashboard: bool = False,
 ) -> str:
     """Make sure this process talks to Ray; return "connected", "started" or "running".
 
@@ -26,6 +27,7 @@ def ensure_ray(
     `config` is accepted so callers pass what they have; the address comes from the environment.
     `log_to_driver` shows the workers' output (training progress) on this process's console;
     `log_level` (e.g. "WARNING") is the level of Ray's and the workers' Python loggers.
+    `include_dashboard` starts a local Ray's dashboard (it needs `ray[default]`'s packages).
     """
     import ray
 
@@ -43,7 +45,7 @@ def ensure_ray(
         return "connected"
     ray.init(
         num_cpus=num_cpus or max(4, os.cpu_count() or 1),
-        include_dashboard=False,
+        include_dashboard=include_dashboard,
         namespace=NAMESPACE,
         log_to_driver=log_to_driver,
         logging_config=logging_config,

@@ -1,0 +1,39 @@
+"""The demo's command line and the lines that say where to watch it (no demo run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from patchveil.demo import keep_up_lines, parse_args, prefect_ui_url, watch_lines
+
+
+def test_keep_up_is_off_by_default_and_set_by_its_flag() -> None:
+    assert parse_args([]).keep_up is False
+    assert parse_args(["--keep-up"]).keep_up is True
+
+
+def test_the_prefect_ui_is_the_servers_api_url_without_its_api_path() -> None:
+    assert prefect_ui_url("http://127.0.0.1:4200/api") == "http://127.0.0.1:4200"
+    assert prefect_ui_url("https://prefect.example/api/") == "https://prefect.example"
+    assert prefect_ui_url(None) is None and prefect_ui_url("") is None
+
+
+def test_watch_lines_name_the_prefect_ui_and_the_ray_dashboard() -> None:
+    flows, cluster = watch_lines("http://127.0.0.1:4200/api", Path("/h"), "127.0.0.1:8265", False)
+    assert flows == "  flows: Prefect UI at http://127.0.0.1:4200"
+    assert cluster == "  cluster: Ray dashboard at http://127.0.0.1:8265"
+
+
+def test_watch_lines_without_a_server_or_a_dashboard_say_what_to_do() -> None:
+    flows, cluster = watch_lines(None, Path("/demo/platform/prefect"), None, True)
+    assert "PREFECT_HOME=/demo/platform/prefect prefect server start" in flows
+    assert "make demo ARGS=--keep-up" in flows
+    assert "not installed" in cluster and "ray[default]" in cluster
+    _, cluster = watch_lines(None, Path("/h"), None, False)
+    assert cluster == "  cluster: this Ray serves no dashboard"
+
+
+def test_keep_up_lines_list_what_runs_and_how_to_stop_it() -> None:
+    lines = keep_up_lines(["  queries: the endpoint at http://127.0.0.1:8765"])
+    assert "  queries: the endpoint at http://127.0.0.1:8765" in lines
+    assert lines[-1].startswith("Ctrl-C stops them all")
