@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import copy
 import importlib.util
+import json
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -78,6 +79,10 @@ def test_only_tenant_groups_hold_a_key_store_and_each_names_its_tenant() -> None
     }
     assert tenants["tenant-hospital-a"] == "hospital-a"
     assert tenants["cpu"] is None and tenants["gpu"] is None
+    # Platform groups offer `platform`, which training workers then ask for (ray_train.py).
+    for group in cluster["spec"]["workerGroupSpecs"]:
+        if tenants[group["groupName"]] is None:
+            assert json.loads(json.loads(group["rayStartParams"]["resources"])) == {"platform": 1}
 
 
 @pytest.mark.parametrize("name", ["rayjob-train.yaml", "rayservice-query.yaml"])
