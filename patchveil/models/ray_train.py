@@ -647,14 +647,17 @@ def _persist_local_checkpoint(local: str, storage_path: str, run_name: str, epoc
         storage.normalize_uri(storage_path), run_name, f"checkpoint_epoch={epoch:04d}"
     )
     filesystem, path = storage.resolve(target)
-    if filesystem.get_file_info(path).type != pafs.FileType.NotFound:
-        filesystem.delete_dir(path)
+    exists = filesystem.get_file_info(path).type != pafs.FileType.NotFound
     if isinstance(filesystem, pafs.LocalFileSystem):
         staging = f"{path.rpartition('/')[0]}/{storage.TEMPORARY_PREFIX}{uuid.uuid4().hex}"
         filesystem.create_dir(staging, recursive=True)
         pafs.copy_files(local, staging, destination_filesystem=filesystem)
+        if exists:
+            filesystem.delete_dir(path)
         filesystem.move(staging, path)
     else:
+        if exists:
+            filesystem.delete_dir(path)
         files = sorted(
             (item for item in Path(local).rglob("*") if item.is_file()),
             key=lambda item: item.name == CHECKPOINT_META_FILE,
