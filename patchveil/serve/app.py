@@ -146,6 +146,7 @@ class QueryGateway:
         self.runner = runner
         self.he_runner = he_runner
         self.he_models: list[str] = gateway.get("he_models", [])
+        self._he_slots: asyncio.Semaphore | None = None  # made on the replica's event loop
         self.model_name: str = gateway["model_name"]
         self.settings = ServeSettings(**gateway.get("settings", {}))
         config = PlatformConfig(**gateway["platform"])
@@ -234,14 +235,34 @@ class QueryGateway:
     # The `he-model` deployment evaluates (CPU-heavy, off this event loop) and answers
     # (status, body); the tenant comes from the token, so a token reaches only its own context.
 
-    async def _he(self, method: str, *args: Any) -> JSONResponse:
+    async def _he_with_body(
+        self, method: str, tenant_id: str, name: str, request: Request, limit: int
+    ) -> JSONResponse:
+        """Read a large HE body only while the evaluator can take it: at most as many bodies
+        in memory here as it runs and queues (each up to `limit` bytes); beyond that, 503."""
+        self._he_runner()
+        if self._he_slots is None:
+            settings = self.settings
+            self._he_slots = asyncio.Semaphore(
+                settings.he_max_ongoing_requests + settings.he_max_queued_requests
+            )
+        if self._he_slots.locked():
+            raise RequestError(503, "the homomorphic evaluator is busy; retry later")
+        async with self._he_slots:
+            body = await self._body(request, limit)
+            return await self._he(method, tenant_id, name, body)
+
+    def _he_runner(self) -> DeploymentHandle:
         if self.he_runner is None:
             raise RequestError(
                 404,
                 "this endpoint serves no homomorphic model; train one with `patchveil he train`",
             )
+        return self.he_runner
+
+    async def _he(self, method: str, *args: Any) -> JSONResponse:
         try:
-            status, body = await getattr(self.he_runner, method).remote(*args)
+            status, body = await getattr(self._he_runner(), method).remote(*args)
         except BackPressureError:
             raise RequestError(503, "the homomorphic evaluator is busy; retry later") from None
         return JSONResponse(body, status_code=status)
@@ -253,8 +274,8 @@ class QueryGateway:
     @api.put("/v2/models/{name}-he/context")
     async def he_put_context(self, name: str, request: Request) -> JSONResponse:
         tenant_id = self.tokens.tenant_of(bearer_token(request.headers.get("authorization")))
-        body = await self._body(request, self.settings.he_max_context_bytes)
-        return await self._he("put_context", tenant_id, name, body)
+        limit = self.settings.he_max_context_bytes
+        return await self._he_with_body("put_context", tenant_id, name, request, limit)
 
     @api.get("/v2/models/{name}-he/context")
     async def he_context(self, name: str, request: Request) -> JSONResponse:
@@ -264,8 +285,8 @@ class QueryGateway:
     @api.post("/v2/models/{name}-he/infer")
     async def he_infer(self, name: str, request: Request) -> JSONResponse:
         tenant_id = self.tokens.tenant_of(bearer_token(request.headers.get("authorization")))
-        body = await self._body(request, self.settings.he_max_body_bytes)
-        return await self._he("infer", tenant_id, name, body)
+        limit = self.settings.he_max_body_bytes
+        return await self._he_with_body("infer", tenant_id, name, request, limit)
 
     # -- the protocol ------------------------------------------------------------------------
 
