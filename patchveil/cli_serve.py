@@ -40,6 +40,8 @@ def _settings(args: argparse.Namespace) -> Any:
         defence=not args.no_defence,
         images_per_second=args.images_per_second,
         use_gpu=args.gpu,
+        normal_volume=args.normal_volume,
+        cloning_volume=args.cloning_volume,
     )
 
 
@@ -206,6 +208,18 @@ def add_serve_commands(commands: argparse._SubParsersAction) -> None:
         "--no-defence", action="store_true", help="answer without intentional errors"
     )
     start.add_argument("--gpu", action="store_true", help="model replicas on GPUs")
+    start.add_argument(
+        "--normal-volume",
+        type=bounded_int(1, 10**9),
+        default=2_000,
+        help="distinct images per tenant answered without intentional errors (default 2000)",
+    )
+    start.add_argument(
+        "--cloning-volume",
+        type=bounded_int(2, 10**9),
+        default=20_000,
+        help="distinct images per tenant treated as cloning: full errors, flagged (default 20000)",
+    )
     start.add_argument(
         "--he-model",
         action="append",

@@ -43,7 +43,12 @@ from patchveil.serve.oip import (
     parse_infer_request,
 )
 from patchveil.serve.secrets import operator_token_hash, server_secret
-from patchveil.serve.settings import ServeSettings, serve_home
+from patchveil.serve.settings import (
+    ServeSettings,
+    defence_settings,
+    monitor_settings,
+    serve_home,
+)
 from patchveil.serve.telemetry import GatewayMetrics
 
 logger = logging.getLogger("ray.serve")
@@ -161,6 +166,8 @@ class QueryGateway:
             secret=server_secret(folder),
             log_path=folder / "query-log.jsonl",
             defence_enabled=self.settings.defence,
+            defence_settings=defence_settings(self.settings),
+            monitor_settings=monitor_settings(self.settings),
         )
         self.metrics = GatewayMetrics()
         self._described: dict[str, Any] | None = None

@@ -81,9 +81,10 @@ class QueryGuard:
         if self._defence is None:
             raise RuntimeError("use_model() must run before the first answer")
         before = self.monitor.risk(tenant_id)
-        # α follows the tenant's volume and its risk so far (a flagged cloner gets the most errors).
+        # α follows the tenant's distinct images and its risk so far (a flagged cloner gets the
+        # most errors); the same image again adds nothing a cloner could learn from.
         answers = self._defence.answer(
-            before.queries, forward.embeddings, forward.probabilities, risk=before.risk
+            before.distinct_queries, forward.embeddings, forward.probabilities, risk=before.risk
         )
         labels = answers.labels if self._defence_enabled else answers.true_labels
         confidences = forward.probabilities.max(axis=1)

@@ -6,13 +6,18 @@ Three signals per tenant, combined into a risk in [0, 1]:
   per-image ciphertexts mean nothing). Natural queries give roughly log-normal distances;
   synthetic cloning queries (small perturbations around a few seeds) give many tiny and a few
   large ones, so the Shapiro–Wilk W of the recent log distances drops below `prada_delta`.
-- Volume: a smooth step in log-volume from `normal_volume` to `cloning_volume`.
+- Volume: a smooth step in log-volume from `normal_volume` to `cloning_volume`, counting
+  distinct images only: the same image again (under a fresh key its ciphertext is new, its
+  key-invariant embedding is not) teaches a cloner nothing, so retries and re-checks cost an
+  honest tenant nothing. A cloner that queries natural images (KnockoffNets, CopycatCNN) looks
+  natural to PRADA; its number of distinct images is what gives it away.
 - Out of distribution: the fraction of recent queries farther from the reference (training)
   embeddings than the reference points are from each other (its `ood_quantile`).
 
 Everything runs on a random projection of the embedding to `projection_dim` dimensions, the same
 projection the log keeps, so a restart rebuilds the state from the log alone. The log never holds
-image bytes, a key or a full embedding. Memory per tenant is bounded by `max_history`.
+image bytes, a key or a full embedding. Memory per tenant is bounded by `max_history` and
+`max_seen`.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from patchveil.errors import PatchveilError
 from patchveil.serve.defence import smoothstep, volume_score
 
 _LOG_FORMAT = 1
+# Fewer of the tenant's own distances than this give no reliable scale for spotting repeats.
+_MIN_KNOWN_DISTANCES = 20
 _REPLAYED_FIELDS = frozenset({"tenant_id", "time", "label", "projection"})
 
 
@@ -59,12 +66,16 @@ class MonitorSettings:
     projection_dim: int = 16
     projection_seed: int = 0
     max_history: int = 4096  # projected embeddings kept per tenant (bounded memory)
+    # Distinct images remembered per tenant for spotting repeats (float32 rows; older ones are
+    # forgotten, and asked again they count as new).
+    max_seen: int = 16_384
     prada_window: int = 1000  # recent nearest-query distances the normality test sees
     prada_min_queries: int = 100  # no PRADA verdict before this many distances
     prada_delta: float = 0.90  # flag when W (of log distances) < delta
     prada_clear: float = 0.97  # W at or above this adds no risk
-    # A query this close to an earlier one (relative to the median distance) is the same image
-    # again under a fresh key (~1e-7): a retry, not a step; it stays out of the distances.
+    # A query this close to an earlier one (relative to the typical nearest-query distance) is
+    # the same image again under a fresh key (~1e-7): a retry, not a step; it stays out of the
+    # distances and the distinct volume.
     repeat_ratio: float = 1e-3
     # Where the label is withheld (-1: result privacy), PRADA groups queries by the nearest of
     # this many k-means centres of the reference embeddings instead (more than the classes:
@@ -82,8 +93,15 @@ class MonitorSettings:
     def __post_init__(self) -> None:
         if self.projection_dim < 2:
             raise MonitorError(f"projection_dim must be at least 2, got {self.projection_dim}")
-        if self.max_history < 2 or self.prada_window < 3 or self.ood_window < 1:
-            raise MonitorError("max_history ≥ 2, prada_window ≥ 3 and ood_window ≥ 1 are needed")
+        if (
+            self.max_history < 2
+            or self.max_seen < 1
+            or self.prada_window < 3
+            or self.ood_window < 1
+        ):
+            raise MonitorError(
+                "max_history ≥ 2, max_seen ≥ 1, prada_window ≥ 3 and ood_window ≥ 1 are needed"
+            )
         if not 3 <= self.prada_min_queries <= self.prada_window:
             raise MonitorError("prada_min_queries must be between 3 and prada_window")
         if not 0 < self.prada_delta < self.prada_clear <= 1:
@@ -114,11 +132,13 @@ class TenantRisk:
     ood_fraction: float | None  # None without reference embeddings or enough queries
     volume_score: float
     flagged_at: int | None = None
+    distinct_queries: int = 0  # images not seen before from this tenant (what volume counts)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "tenant_id": self.tenant_id,
             "queries": self.queries,
+            "distinct_queries": self.distinct_queries,
             "risk": round(self.risk, 4),
             "flagged": self.flagged,
             "flagged_at": self.flagged_at,
@@ -197,7 +217,10 @@ def prada_statistic(distances: np.ndarray) -> float:
     W 0.80–0.82, which PRADA's δ = 0.9 would flag; log W ≥ 0.985), while a cloner's mix of
     tiny and large steps stays far from normal either way (log W 0.43–0.80).
     """
-    logs = np.log(np.asarray(distances, dtype=np.float64))
+    values = np.asarray(distances, dtype=np.float64)
+    logs = np.log(values[values > 0])  # a zero distance is a repeat, not a step
+    if len(logs) < 3:
+        return 0.0
     if np.ptp(logs) <= 1e-9:
         return 0.0  # the same step over and over is as un-natural as it gets
     with warnings.catch_warnings():
@@ -212,9 +235,13 @@ class _TenantState:
 
     history: np.ndarray  # [max_history, projection_dim]
     history_labels: np.ndarray  # [max_history]
+    seen: np.ndarray  # [max_seen, projection_dim] float32: distinct images, any label
     stored: int = 0  # filled rows
     next_row: int = 0  # where the ring buffer writes next
     queries: int = 0
+    distinct: int = 0  # queries that were not a repeat of an earlier one
+    seen_stored: int = 0
+    seen_next: int = 0
     distances: deque[float] = field(default_factory=deque)
     ood: deque[bool] = field(default_factory=deque)
     flagged_at: int | None = None
@@ -239,6 +266,7 @@ class QueryMonitor:
         self._projection: np.ndarray | None = None
         self._reference: np.ndarray | None = None
         self._ood_radius: float | None = None
+        self._reference_scale: float | None = None  # median nearest-neighbour distance
         self._group_centres: np.ndarray | None = None
         self.skipped_log_lines = 0
         if reference_embeddings is not None:
@@ -248,7 +276,7 @@ class QueryMonitor:
                     f"reference_embeddings must be [M ≥ 2, D], got shape {reference.shape}"
                 )
             self._reference = self._project(reference)
-            self._ood_radius = self._reference_radius(self._reference)
+            self._ood_radius, self._reference_scale = self._reference_radius(self._reference)
             self._group_centres = kmeans_centres(
                 self._reference, self.settings.prada_groups, self.settings.projection_seed
             )
@@ -313,6 +341,12 @@ class QueryMonitor:
             found = [self._risk(tenant_id) for tenant_id in self._tenants]
         return sorted(found, key=lambda r: (-r.risk, r.tenant_id))
 
+    def distinct_count(self, tenant_id: str) -> int:
+        """Images from this tenant that were not a repeat of an earlier one."""
+        with self._lock:
+            state = self._tenants.get(tenant_id)
+            return 0 if state is None else state.distinct
+
     def query_count(self, tenant_id: str) -> int:
         with self._lock:
             state = self._tenants.get(tenant_id)
@@ -332,14 +366,15 @@ class QueryMonitor:
             )
         return embeddings @ self._projection
 
-    def _reference_radius(self, reference: np.ndarray) -> float:
-        """The `ood_quantile` of each reference point's distance to its nearest other one."""
+    def _reference_radius(self, reference: np.ndarray) -> tuple[float, float]:
+        """The `ood_quantile` and the median of each reference point's distance to its nearest
+        other one."""
         nearest = np.empty(len(reference))
         for start in range(0, len(reference), 1024):  # bounded memory for large references
             block = _squared_distances(reference[start : start + 1024], reference)
             block[np.arange(len(block)), np.arange(start, start + len(block))] = np.inf
             nearest[start : start + len(block)] = np.sqrt(np.maximum(block.min(axis=1), 0.0))
-        return float(np.quantile(nearest, self.settings.ood_quantile))
+        return float(np.quantile(nearest, self.settings.ood_quantile)), float(np.median(nearest))
 
     def _state(self, tenant_id: str) -> _TenantState:
         state = self._tenants.get(tenant_id)
@@ -348,6 +383,7 @@ class QueryMonitor:
             state = _TenantState(
                 history=np.empty((s.max_history, s.projection_dim)),
                 history_labels=np.empty(s.max_history, dtype=np.int64),
+                seen=np.empty((s.max_seen, s.projection_dim), dtype=np.float32),
                 distances=deque(maxlen=s.prada_window),
                 ood=deque(maxlen=s.ood_window),
             )
@@ -365,7 +401,9 @@ class QueryMonitor:
             state.history_labels[: state.stored],
         )
         known = np.fromiter(state.distances, dtype=np.float64)
-        repeat = nearest <= (s.repeat_ratio * float(np.median(known)) if len(known) else 0.0)
+        repeat = self._repeats(
+            state, projected, s.repeat_ratio * self._typical_distance(known, nearest)
+        )
         # PRADA grows its set only with queries farther than mean − std of the distances so
         # far, so near-duplicates do not crowd out the tenant's earlier queries.
         threshold = float(known.mean() - known.std()) if len(known) >= 2 else -np.inf
@@ -382,6 +420,11 @@ class QueryMonitor:
                 beyond = np.sqrt(np.maximum(to_reference.min(axis=1), 0.0)) > self._ood_radius
                 state.ood.extend(bool(flag) for flag in beyond)
         state.queries += len(projected)
+        state.distinct += int((~repeat).sum())
+        for point in projected[~repeat]:
+            state.seen[state.seen_next] = point
+            state.seen_next = (state.seen_next + 1) % s.max_seen
+            state.seen_stored = min(s.max_seen, state.seen_stored + 1)
         now = self._risk(tenant_id)
         if now.flagged and state.flagged_at is None:
             state.flagged_at = state.queries
@@ -389,6 +432,39 @@ class QueryMonitor:
             state.flagged_risk = now.risk
             now = self._risk(tenant_id)
         return now
+
+    @staticmethod
+    def _repeats(state: _TenantState, projected: np.ndarray, radius: float) -> np.ndarray:
+        """Which queries lie within `radius` of an image this tenant asked before (any label:
+        PRADA's set keeps only some queries, and a label can be an intentional error)."""
+        count = len(projected)
+        repeat = np.zeros(count, dtype=bool)
+        if radius <= 0:
+            return repeat
+        limit = radius * radius
+        if state.seen_stored:
+            seen = state.seen[: state.seen_stored].astype(np.float64)
+            for start in range(0, count, 256):
+                block = _squared_distances(projected[start : start + 256], seen)
+                repeat[start : start + 256] = block.min(axis=1) <= limit
+        if count > 1:
+            within = _squared_distances(projected, projected)
+            within[np.triu_indices(count)] = np.inf  # only points before each one
+            repeat |= within.min(axis=1) <= limit
+        return repeat
+
+    def _typical_distance(self, known: np.ndarray, nearest: np.ndarray) -> float:
+        """The scale repeats are measured against: the tenant's median nearest-query distance
+        once it has some, else the reference's, else this batch's (a tenant's first batch may
+        already hold the same image twice)."""
+        if len(known) >= _MIN_KNOWN_DISTANCES:
+            return float(np.median(known))
+        if self._reference_scale is not None:
+            return self._reference_scale
+        finite = nearest[np.isfinite(nearest)]
+        if len(known) + len(finite) == 0:
+            return 0.0
+        return float(np.median(np.concatenate([known, finite])))
 
     def _prada_groups(self, projected: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """The label where logged; where withheld (< 0), -1 − the nearest reference centre (all
@@ -430,9 +506,12 @@ class QueryMonitor:
                     f"ood: {ood_fraction:.0%} of the last {len(state.ood)} queries lie outside "
                     "the training distribution"
                 )
-        volume = volume_score(state.queries, s.normal_volume, s.cloning_volume)
-        if state.queries >= s.cloning_volume:
-            alerts.append(f"volume: {state.queries} queries ≥ cloning volume {s.cloning_volume}")
+        volume = volume_score(state.distinct, s.normal_volume, s.cloning_volume)
+        if volume >= s.risk_threshold:
+            alerts.append(
+                f"volume: {state.distinct} distinct images (score {volume:.2f}; cloning volume "
+                f"{s.cloning_volume})"
+            )
         # Noisy-OR: any one signal at full strength is enough; weak signals add up.
         risk = 1.0 - (1.0 - prada_score) * (1.0 - ood_score) * (1.0 - volume)
         if risk >= s.risk_threshold and not alerts:
@@ -456,6 +535,7 @@ class QueryMonitor:
             ood_fraction=ood_fraction,
             volume_score=volume,
             flagged_at=state.flagged_at,
+            distinct_queries=state.distinct,
         )
 
     # --- the log --------------------------------------------------------------------------

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from patchveil.config import PlatformConfig
 from patchveil.errors import PatchveilError
+from patchveil.serve.defence import DefenceSettings
+from patchveil.serve.monitor import MonitorSettings
 
 APP_NAME = "patchveil"
 # An OIP request's input tensor name; the response's outputs.
@@ -38,6 +40,12 @@ class ServeSettings:
     use_gpu: bool = False
     defence: bool = True
     token_refresh_s: float = 5.0
+    # The clone policy, in distinct images per tenant (repeats of an image do not count): α of
+    # the intentional errors and the monitor's volume signal are 0 up to `normal_volume` and
+    # full from `cloning_volume`. The operator sets them to what its tenants normally ask; a
+    # tenant that asks as many distinct images as a cloner needs is treated as one, by design.
+    normal_volume: int = 2_000
+    cloning_volume: int = 20_000
     # Homomorphic (CKKS) models beside the ViT, at /v2/models/{name}-he/...: these names under
     # <home>/he-models, or every model there when None. Evaluations are CPU-heavy (seconds to
     # tens of seconds): one replica, few at a time, the rest refused with 503.
@@ -73,6 +81,11 @@ class ServeSettings:
                 f"burst_images ({self.burst_images}) must be at least max_images_per_request "
                 f"({self.max_images_per_request}), or the largest request could never pass"
             )
+        if not 0 < self.normal_volume < self.cloning_volume:
+            raise PatchveilError(
+                f"need 0 < normal_volume < cloning_volume, got {self.normal_volume} and "
+                f"{self.cloning_volume}"
+            )
         if not self.images_per_second > 0:
             raise PatchveilError(
                 f"images_per_second must be positive, got {self.images_per_second}"
@@ -82,3 +95,17 @@ class ServeSettings:
 def serve_home(config: PlatformConfig) -> Path:
     """`<home>/serve`: the server secret, the operator token's hash and the query log."""
     return config.home / "serve"
+
+
+def defence_settings(settings: ServeSettings) -> DefenceSettings:
+    """The clone defence under the endpoint's volume policy."""
+    return DefenceSettings(
+        normal_volume=settings.normal_volume, cloning_volume=settings.cloning_volume
+    )
+
+
+def monitor_settings(settings: ServeSettings) -> MonitorSettings:
+    """The monitor under the endpoint's volume policy."""
+    return MonitorSettings(
+        normal_volume=settings.normal_volume, cloning_volume=settings.cloning_volume
+    )

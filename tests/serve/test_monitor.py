@@ -204,3 +204,36 @@ def test_bad_input_is_refused(tmp_path: Path) -> None:
         MonitorSettings(prada_delta=0.99, prada_clear=0.95)
     with pytest.raises(PatchveilError):
         QueryMonitor(tmp_path / "other.jsonl", reference_embeddings=np.zeros(5))
+
+
+def test_the_same_images_again_from_the_first_batch_on_are_neither_steps_nor_volume(
+    tmp_path: Path,
+) -> None:
+    """A tenant re-asking its images (fresh keys: embeddings move by ~1e-7), even inside its
+    very first batch, adds no PRADA distances and no distinct volume; a new image does."""
+    settings = MonitorSettings(normal_volume=200, cloning_volume=1000)
+    monitor = QueryMonitor(tmp_path / "queries.jsonl", settings)
+    points, labels = natural(250, seed=16)
+    rng = np.random.default_rng(17)
+    chosen = rng.integers(0, len(points), 3000)  # 3000 queries of 250 images, in random order
+    noisy = points[chosen] * (1 + 1e-7 * rng.standard_normal((len(chosen), DIM)))
+    risks = send(monitor, "repeater", noisy, labels[chosen])
+    final = risks[-1]
+    assert final.queries == 3000
+    assert final.distinct_queries == len(np.unique(chosen))
+    assert not any(r.flagged for r in risks)
+    assert final.prada_statistic is not None and final.prada_statistic > 0.95
+    assert final.volume_score < 0.2
+    # The same count of distinct images is a cloning volume.
+    heavy = send(monitor, "heavy", *natural(1000, seed=18))[-1]
+    assert heavy.distinct_queries == 1000 and heavy.flagged
+
+
+def test_repeats_are_recognised_on_the_reference_scale_before_the_tenant_has_one(
+    tmp_path: Path, reference: np.ndarray
+) -> None:
+    monitor = QueryMonitor(tmp_path / "queries.jsonl", reference_embeddings=reference)
+    points, labels = natural(10, seed=19)
+    twice = np.concatenate([points, points * (1 + 1e-7)])
+    risk = send(monitor, "t", twice, np.concatenate([labels, labels]))[-1]
+    assert risk.queries == 20 and risk.distinct_queries == 10
