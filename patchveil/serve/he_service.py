@@ -71,6 +71,7 @@ def resolve_he_models(home: Path, names: Sequence[str] | None) -> tuple[str, ...
 class _TenantContext:
     digest: str
     context: ts.Context
+    size: int
 
 
 class HEService:
@@ -124,16 +125,14 @@ class HEService:
         digest = context_digest(data)
         self.folder.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(self._path(tenant_id), data, mode=0o600)
+        held = _TenantContext(digest, context, len(data))
         with self._lock:
-            self._remember(tenant_id, _TenantContext(digest, context))
-        return self._context_info(tenant_id, digest, context, len(data))
+            self._remember(tenant_id, held)
+        return self._context_info(tenant_id, held)
 
     def context_info(self, tenant_id: str, name: str) -> dict[str, Any]:
         self._model(name)
-        held = self._tenant_context(tenant_id, name)
-        return self._context_info(
-            tenant_id, held.digest, held.context, self._path(tenant_id).stat().st_size
-        )
+        return self._context_info(tenant_id, self._tenant_context(tenant_id, name))
 
     def infer(self, tenant_id: str, name: str, body: bytes) -> dict[str, Any]:
         self._model(name)
@@ -204,7 +203,7 @@ class HEService:
                 f"TenantHEContext.public_context() to /v2/models/{name}{HE_SUFFIX}/context first",
             )
         data = path.read_bytes()
-        held = _TenantContext(context_digest(data), parse_public_context(data))
+        held = _TenantContext(context_digest(data), parse_public_context(data), len(data))
         with self._lock:
             self._remember(tenant_id, held)
         return held
@@ -216,14 +215,12 @@ class HEService:
             self._parsed.popitem(last=False)
 
     @staticmethod
-    def _context_info(
-        tenant_id: str, digest: str, context: ts.Context, size: int
-    ) -> dict[str, Any]:
+    def _context_info(tenant_id: str, held: _TenantContext) -> dict[str, Any]:
         return {
             "tenant_id": tenant_id,
-            "context_digest": digest,
-            "galois_keys": bool(context.has_galois_keys()),
-            "bytes": size,
+            "context_digest": held.digest,
+            "galois_keys": bool(held.context.has_galois_keys()),
+            "bytes": held.size,
         }
 
 
