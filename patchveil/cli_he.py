@@ -141,7 +141,6 @@ def cmd_query_he(args: argparse.Namespace, token: str) -> int:
 def add_he_commands(commands: argparse._SubParsersAction) -> None:
     """Register `he` on the main parser."""
     from patchveil.cli_platform import _common
-    from patchveil.models.he_models import PRESETS
 
     he = commands.add_parser("he", help="homomorphic (CKKS) models: train, list")
     actions = he.add_subparsers(dest="he_action", required=True, metavar="ACTION")
@@ -150,7 +149,9 @@ def add_he_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--model",
         required=True,
-        help=f"preset: {', '.join(f'{name} ({p.summary})' for name, p in PRESETS.items())}",
+        # Named here, not imported from models.he_models: that would load torch for every
+        # `patchveil` command. An unknown name is refused with the registered list.
+        help="preset: digits (CryptoNets on the UCI digits) or bag-of-patches (on --dataset)",
     )
     train.add_argument("--name", help="model name (default: the preset's); served as NAME-he")
     train.add_argument(
