@@ -12,10 +12,13 @@ monitor's per-tenant state and the rate limits live there).
 # Serve wraps, or it takes `request` for a query parameter.
 
 import asyncio
+import functools
+import hashlib
 import json
 import logging
 import time
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -426,8 +429,27 @@ def gateway_args(
     }
 
 
+@functools.cache
+def code_version() -> str:
+    """A version of the code the deployments run: a hash of the serving and model modules.
+
+    `serve.run` gives a deployment without a version a random one, so every redeploy would
+    restart every replica; with this one, a redeploy that changes only the model deployment's
+    `user_config` (`patchveil serve deploy VERSION`) reconfigures its replicas in place and
+    leaves the gateway (its monitor, its rate limits) running. Changed code changes the hash.
+    """
+    digest = hashlib.sha256()
+    root = Path(__file__).resolve().parent.parent
+    for folder in ("serve", "models"):
+        for path in sorted((root / folder).glob("*.py")):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def build_application(ref: ModelRef, settings: ServeSettings, config: PlatformConfig) -> Any:
     """The bound Serve application for model version `ref`."""
+    # `version` is Serve's own versioning, passed as Serve's deploy API does (`_internal`).
+    versioned: dict[str, Any] = {"version": code_version(), "_internal": True}
     runner = ModelRunner.options(
         num_replicas=settings.model_replicas,
         ray_actor_options={
@@ -436,6 +458,7 @@ def build_application(ref: ModelRef, settings: ServeSettings, config: PlatformCo
         },
         user_config={"model": ref.to_json(), "settings": asdict(settings)},
         max_ongoing_requests=settings.max_ongoing_requests,
+        **versioned,
     ).bind()
     if settings.he_models is None:
         settings = replace(settings, he_models=resolve_he_models(config.home, None))
@@ -445,6 +468,7 @@ def build_application(ref: ModelRef, settings: ServeSettings, config: PlatformCo
             ray_actor_options={"num_cpus": settings.he_cpus},
             max_ongoing_requests=settings.he_max_ongoing_requests,
             max_queued_requests=settings.he_max_queued_requests,
+            **versioned,
         ).bind(
             {
                 "home": str(config.home),
@@ -455,6 +479,7 @@ def build_application(ref: ModelRef, settings: ServeSettings, config: PlatformCo
     return QueryGateway.options(
         max_ongoing_requests=settings.max_ongoing_requests,
         max_queued_requests=settings.max_queued_requests,
+        **versioned,
     ).bind(runner, gateway_args(ref.name, settings, config), he_runner)
 
 
