@@ -11,6 +11,9 @@
    ciphertexts, and how surely a gallery of known images names their sources;
 7. the query endpoint (Ray Serve, Open Inference Protocol): a tenant encrypts test images
    locally and gets labels over HTTP; the operator reads each tenant's clone risk.
+8. a cloner (a tenant with a few hundred images of its own) makes thousands of distinct
+   queries, the operator's monitor flags it, and `patchveil clone-check` names the CNN it
+   trained on the answers, against honest models trained on the same images' true labels.
 
 Everything is written under `demo-output/` (PATCHVEIL_DEMO_DIR); PATCHVEIL_DEMO_EPOCHS sets the
 training budget (default 3: minutes on 2 cores; the paper table is its own command). The demo
@@ -54,6 +57,9 @@ VARIANT = "window_position"
 LOCALHOST = "127.0.0.1"
 PREFECT_UI_PORT = 4200  # Prefect's own default; another free port when it is taken
 PREFECT_SERVER_TIMEOUT_S = 180
+# The endpoint's clone policy at the demo's scale, in distinct images per tenant.
+DEMO_NORMAL_VOLUME = 1_000
+DEMO_CLONING_VOLUME = 3_000
 
 
 def stage(title: str) -> None:
@@ -206,9 +212,11 @@ def query_stage(
     test: LabeledImages,
     port: int = 8765,
     keep_endpoint: bool = False,
+    then: Callable[[str, str, np.ndarray], None] | None = None,
 ) -> str:
     """Stage 7: serve the model, let one tenant query encrypted test images, show the operator's
-    risk view; the endpoint stops at the end unless `keep_endpoint`. Returns its URL."""
+    risk view; `then(url, operator_token, answered_labels)` runs while the endpoint is up (the
+    clone stage); the endpoint stops at the end unless `keep_endpoint`. Returns its URL."""
     import httpx
 
     from patchveil.serve.runtime import start_endpoint, stop_endpoint, wait_until_ready
@@ -221,11 +229,18 @@ def query_stage(
     # A home that served before keeps only the token's hash: make a new one before the start,
     # since the gateway reads the hash when it starts.
     operator_token = reset_operator_token(folder) if operator_token_hash(folder) else None
-    endpoint = start_endpoint(config, model_name, settings=ServeSettings(port=port))
+    settings = ServeSettings(
+        port=port, normal_volume=DEMO_NORMAL_VOLUME, cloning_volume=DEMO_CLONING_VOLUME
+    )
+    endpoint = start_endpoint(config, model_name, settings=settings)
     operator_token = operator_token or endpoint.operator_token
     try:
         wait_until_ready(endpoint.url, timeout_s=180)
-        print(f"  serving {endpoint.model_name} v{endpoint.model_version} at {endpoint.url}")
+        print(
+            f"  serving {endpoint.model_name} v{endpoint.model_version} at {endpoint.url}; clone "
+            f"policy: intentional errors from {DEMO_NORMAL_VOLUME:,} distinct images per tenant, "
+            f"full at {DEMO_CLONING_VOLUME:,} (the demo's scale: a tenant owns ~2,000 images)"
+        )
         count = min(500, len(test))
         with QueryClient(endpoint.url, token) as client:
             answered = query_images(
@@ -246,6 +261,8 @@ def query_stage(
                 f"  operator's view: {entry['tenant_id']} {entry['queries']} images, clone risk "
                 f"{entry['risk']:.2f}{' FLAGGED' if entry['flagged'] else ''}"
             )
+        if then is not None:
+            then(str(endpoint.url), operator_token, np.asarray(answered.labels))
     finally:
         if not keep_endpoint:
             stop_endpoint()
@@ -427,6 +444,25 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     stage("7. Encrypted queries over HTTP (Ray Serve, Open Inference Protocol, clone defence on)")
     tokens = {tenant["tenant_id"]: tenant["api_token"] for tenant in onboarded["tenants"]}
+
+    def clone_stage(url: str, operator_token: str, answered: np.ndarray) -> None:
+        from patchveil.demo_clone import clone_stage as run_clone_stage
+        from patchveil.tenants.keys import CipherSpec
+
+        stage("8. A cloner is flagged, and the clone check names its clone")
+        spec = CipherSpec(CIPHER, BLOCK_SIZE, 32, tuple(sorted(CIPHER_PARAMS.items())))
+        run_clone_stage(
+            config,
+            url,
+            trained["model_name"],
+            operator_token,
+            spec,
+            test.images,
+            test.labels,
+            answered,
+            out,
+        )
+
     endpoint_url = query_stage(
         config,
         trained["model_name"],
@@ -435,6 +471,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         tokens[first],
         test,
         keep_endpoint=args.keep_up,
+        then=clone_stage,
     )
 
     print(

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 from patchveil.demo import keep_up_lines, parse_args, prefect_ui_url, watch_lines
 
 
@@ -37,3 +40,17 @@ def test_keep_up_lines_list_what_runs_and_how_to_stop_it() -> None:
     lines = keep_up_lines(["  queries: the endpoint at http://127.0.0.1:8765"])
     assert "  queries: the endpoint at http://127.0.0.1:8765" in lines
     assert lines[-1].startswith("Ctrl-C stops them all")
+
+
+def test_the_cloners_queries_are_distinct_variants_of_its_own_images() -> None:
+    from patchveil.demo_clone import variants
+
+    owned = np.random.default_rng(0).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
+    queries, sources = variants(owned, 500, seed=0)
+    assert queries.shape == (500, 32, 32, 3) and queries.dtype == np.uint8
+    assert len({query.tobytes() for query in queries}) == 500
+    assert set(sources.tolist()) <= set(range(12))
+    unshifted = [i for i, q in enumerate(queries) if (q == owned[sources[i]]).all()]
+    assert unshifted  # the images themselves are among the variants
+    with pytest.raises(ValueError, match="at most"):
+        variants(owned, 12 * 50 + 1, seed=0)
