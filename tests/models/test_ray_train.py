@@ -1,4 +1,7 @@
-"""Ray Train on an encrypted dataset: 2 workers, resume after a failure, per-tenant validation."""
+"""Ray Train on an encrypted dataset: in-process runs, the trainer's configuration, variants.
+
+Two workers resuming after a failure run after the suite (`tests/infra/test_ray_train_workers.py`).
+"""
 
 from __future__ import annotations
 
@@ -14,12 +17,9 @@ import torch
 from patchveil.config import PlatformConfig
 from patchveil.datasets import images_from_column
 from patchveil.errors import PatchveilError
-from patchveil.models.checkpoint import CHECKPOINT_META_FILE, MODEL_FILE, TRAINING_STATE_FILE
 from patchveil.models.inference import predict
 from patchveil.models.ray_train import (
     TRAINER_CONFIG_KEYS,
-    VALIDATION_BATCH_SIZE,
-    TrainingResult,
     build_trainer,
     check_trainer_config,
     fit_shared_model,
@@ -44,64 +44,6 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return publish_tiny_dataset(
         tmp_path_factory.mktemp("datasets"), train_per_tenant=96, validation_per_tenant=32
     )
-
-
-@pytest.fixture(scope="module")
-def two_worker_run(
-    tiny: Any, tmp_path_factory: pytest.TempPathFactory, ray_session: Any
-) -> tuple[TrainingResult, Path]:
-    """Two workers, two epochs; the first attempt dies before epoch 2 and must resume."""
-    ray_session.data.DataContext.get_current().enable_progress_bars = False
-    storage = tmp_path_factory.mktemp("checkpoints")
-    result = fit_shared_model(
-        tiny.version.uri,
-        SPEC,
-        TRAIN,
-        storage_path=str(storage),
-        run_name="two-workers",
-        num_workers=2,
-        max_failures=1,
-        inject_failure_at_epoch=2,
-    )
-    return result, storage
-
-
-def test_two_workers_train_checkpoint_and_resume_after_a_failure(
-    two_worker_run: tuple[TrainingResult, Path],
-) -> None:
-    result, storage = two_worker_run
-    assert [entry["epoch"] for entry in result.epochs] == [1, 2]
-    # Epoch 2 ran in the second attempt, which started from the epoch-1 checkpoint; a restart
-    # from scratch would have hit the injected failure again and exhausted max_failures=1.
-    assert [entry["resumed_from_epoch"] for entry in result.epochs] == [0, 1]
-    assert result.epochs[1]["train_loss"] < result.epochs[0]["train_loss"]
-    checkpoint = Path(result.checkpoint_path)
-    assert checkpoint.parent == storage / "two-workers"
-    for name in (MODEL_FILE, TRAINING_STATE_FILE, CHECKPOINT_META_FILE):
-        assert (checkpoint / name).is_file()
-    meta = json.loads((checkpoint / CHECKPOINT_META_FILE).read_text())
-    assert meta["epoch"] == 2
-    assert ModelSpec.from_json(meta["model_spec"]) == SPEC
-    assert TrainConfig.from_json(meta["train_config"]) == TRAIN
-    for entry in result.epochs:
-        assert entry["images_per_second"] > 0 and entry["epoch_seconds"] > 0
-        per_tenant = [entry[f"val_accuracy/{tenant_id}"] for tenant_id in TENANTS]
-        assert entry["val_accuracy"] == pytest.approx(np.mean(per_tenant))
-    assert set(result.tenant_accuracy) == set(TENANTS)
-
-
-def test_validation_is_per_tenant_on_its_own_key(
-    tiny: Any, two_worker_run: tuple[TrainingResult, Path]
-) -> None:
-    """The reported accuracy of each tenant is the model's accuracy on that tenant's held-out
-    images encrypted under its own key (recomputed here from the reloaded checkpoint)."""
-    result, _ = two_worker_run
-    model, spec = load_trained_model(result.checkpoint_path)
-    assert spec == SPEC
-    for tenant_id, (ciphertext, labels) in tiny.validation.items():
-        logits = predict(model, ciphertext, pick_device(False), False, VALIDATION_BATCH_SIZE)
-        accuracy = float((logits.argmax(dim=-1).numpy() == labels).mean())
-        assert accuracy == pytest.approx(result.tenant_accuracy[tenant_id])
 
 
 def test_in_process_run_with_zero_workers(tiny: Any, tmp_path: Path, ray_session: Any) -> None:
