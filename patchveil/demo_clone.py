@@ -15,6 +15,7 @@ import contextlib
 import io
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -86,7 +87,9 @@ def train_cnn(images: np.ndarray, labels: np.ndarray, epochs: int, seed: int) ->
 
 def save_torchscript(model: nn.Module, path: Path) -> Path:
     """The model as a suspect file: TorchScript taking float [N, 3, 32, 32] in [0, 1]."""
-    torch.jit.trace(model.eval(), torch.rand(2, 3, 32, 32)).save(str(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript's deprecation notice; it still works
+        torch.jit.trace(model.eval(), torch.rand(2, 3, 32, 32)).save(str(path))
     return path
 
 

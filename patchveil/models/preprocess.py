@@ -27,6 +27,8 @@ def images_to_tensor(
     element order the `le` cipher shuffles. Nibbles are scaled as v / 7.5 − 1, so 15 − v is again
     an exact sign flip. No key is involved.
     """
+    if isinstance(images, np.ndarray) and not images.flags.writeable:
+        images = np.array(images)  # torch wants writable memory (e.g. a request's bytes)
     batch = (
         torch.from_numpy(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
     )

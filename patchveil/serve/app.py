@@ -457,7 +457,9 @@ def build_application(ref: ModelRef, settings: ServeSettings, config: PlatformCo
             "num_gpus": 1 if settings.use_gpu else 0,
         },
         user_config={"model": ref.to_json(), "settings": asdict(settings)},
-        max_ongoing_requests=settings.max_ongoing_requests,
+        # As many requests as one batch of images can hold (the gateway bounds the rest), so a
+        # full batch can form.
+        max_ongoing_requests=max(settings.max_ongoing_requests, settings.max_batch_images),
         **versioned,
     ).bind()
     if settings.he_models is None:

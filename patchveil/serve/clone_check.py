@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,7 +97,9 @@ class TorchScriptSuspect:
         self.name = str(path)
         self._batch_size = batch_size
         try:
-            self._module = torch.jit.load(str(path), map_location="cpu").eval()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated
+                self._module = torch.jit.load(str(path), map_location="cpu").eval()
         except (RuntimeError, ValueError, OSError) as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else "unreadable"
             raise CloneCheckError(f"{path}: not a TorchScript model ({first})") from None

@@ -59,7 +59,15 @@ def _run(ref: ModelRef, settings: ServeSettings, config: PlatformConfig) -> None
 
     from patchveil.serve.app import build_application
 
-    serve.run(build_application(ref, settings, config), name=APP_NAME, route_prefix="/")
+    logging = None
+    if not settings.request_logs:
+        logging = serve.schema.LoggingConfig(log_level="WARNING", enable_access_log=False)
+    serve.run(
+        build_application(ref, settings, config),
+        name=APP_NAME,
+        route_prefix="/",
+        logging_config=logging,
+    )
 
 
 def start_endpoint(

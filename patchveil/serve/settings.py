@@ -46,6 +46,8 @@ class ServeSettings:
     # tenant that asks as many distinct images as a cloner needs is treated as one, by design.
     normal_volume: int = 2_000
     cloning_volume: int = 20_000
+    # Serve's per-request access log and INFO lines on the console (off for the demo).
+    request_logs: bool = True
     # Homomorphic (CKKS) models beside the ViT, at /v2/models/{name}-he/...: these names under
     # <home>/he-models, or every model there when None. Evaluations are CPU-heavy (seconds to
     # tens of seconds): one replica, few at a time, the rest refused with 503.

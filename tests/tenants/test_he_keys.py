@@ -49,7 +49,8 @@ def test_the_sealed_context_reopens_with_the_same_secret_key(store: KeyStore) ->
     reopened = open_he_context(store, "acme")
     assert reopened.context_id == made.context_id and reopened.parameters == SMALL
     values = ts.ckks_vector_from(reopened.context, ciphertext).decrypt()
-    assert values == pytest.approx([0.25, -1.5], abs=1e-3)
+    # CKKS at scale 2^20 is off by up to a few 1e-3 (seen: 1.9e-3); another key gives garbage.
+    assert values == pytest.approx([0.25, -1.5], abs=1e-2)
 
 
 def test_the_file_holds_no_secret_key_bytes_and_only_the_tenant_reads_it(store: KeyStore) -> None:
