@@ -111,7 +111,10 @@ def watch_lines(
     elif dashboard_missing:
         cluster = "  cluster: Ray's dashboard is not installed (`pip install 'ray[default]'`)"
     else:
-        cluster = "  cluster: this Ray serves no dashboard"
+        cluster = (
+            "  cluster: Ray's dashboard runs with `make demo ARGS=--keep-up` (its process "
+            "logs reach the console otherwise)"
+        )
     return [flows, cluster]
 
 
@@ -230,7 +233,10 @@ def query_stage(
     # since the gateway reads the hash when it starts.
     operator_token = reset_operator_token(folder) if operator_token_hash(folder) else None
     settings = ServeSettings(
-        port=port, normal_volume=DEMO_NORMAL_VOLUME, cloning_volume=DEMO_CLONING_VOLUME
+        port=port,
+        normal_volume=DEMO_NORMAL_VOLUME,
+        cloning_volume=DEMO_CLONING_VOLUME,
+        request_logs=False,
     )
     endpoint = start_endpoint(config, model_name, settings=settings)
     operator_token = operator_token or endpoint.operator_token
@@ -322,7 +328,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         config,
         log_to_driver=True,
         log_level=QUIET_RAY_LOG_LEVEL,
-        include_dashboard=not no_dashboard,
+        # Only when the user stays to watch.
+        include_dashboard=args.keep_up and not no_dashboard,
     )
     watch = watch_lines(
         os.environ.get("PREFECT_API_URL"),
@@ -449,7 +456,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         from patchveil.demo_clone import clone_stage as run_clone_stage
         from patchveil.tenants.keys import CipherSpec
 
-        stage("8. A cloner is flagged, and the clone check names its clone")
+        stage("8. A cloner extracts the model: the monitor's flag, the clone check's verdict")
         spec = CipherSpec(CIPHER, BLOCK_SIZE, 32, tuple(sorted(CIPHER_PARAMS.items())))
         run_clone_stage(
             config,
