@@ -296,14 +296,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         # Its own session keeps Ctrl-C from it: stopped here, also when the demo fails.
         atexit.register(stop_process, prefect_server)
-    from patchveil.console import QUIET_RAY_LOG_LEVEL, quiet_services
-
-    log_file = quiet_services(out / "demo.log")
     from patchveil.config import PlatformConfig
     from patchveil.pipelines.prefect_home import use_platform_home_for_prefect
 
+    # Before Prefect is first imported (quiet_services imports it): its settings (home,
+    # the ephemeral server's start-up time) are read once, at import.
     config = PlatformConfig.from_env()
     use_platform_home_for_prefect(config)
+    from patchveil.console import QUIET_RAY_LOG_LEVEL, quiet_services
+
+    log_file = quiet_services(out / "demo.log")
 
     from patchveil.tenants.loaders import default_cifar_dir, load_cifar
     from patchveil.tenants.split import split_among_tenants, write_tenant_sources

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import shutil
 import sys
@@ -511,6 +512,14 @@ def _training_rows(
     return dataset
 
 
+def train_log_level() -> str:
+    """Ray Train's own log level: the driver's `ray` logger level, so a run started quietly
+    (`ensure_ray(log_level="WARNING")`: the demo, the CLI without --verbose) does not print Ray
+    Train's INFO lines; never below INFO."""
+    level = max(logging.getLogger("ray").getEffectiveLevel(), logging.INFO)
+    return logging.getLevelName(level)
+
+
 def build_trainer(
     dataset_version_uri: str,
     model_spec: ModelSpec,
@@ -536,6 +545,7 @@ def build_trainer(
     latest checkpoint.
     """
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import LoggingConfig as TrainLoggingConfig
     from ray.train.torch import TorchTrainer
 
     if num_workers < 0:
@@ -591,6 +601,7 @@ def build_trainer(
             storage_path=storage.normalize_uri(storage_path),
             failure_config=FailureConfig(max_failures=max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            logging_config=TrainLoggingConfig(log_level=train_log_level()),
         ),
         # Training rows are split equally over the workers (equal batch counts keep DDP in step).
         datasets={
