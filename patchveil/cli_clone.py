@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from patchveil.cli_types import bounded_float
+from patchveil.cli_types import bounded_float, positive_int
 from patchveil.errors import PatchveilError
 
 SUSPECT_TOKEN_ENV = "PATCHVEIL_SUSPECT_TOKEN"
@@ -26,10 +26,8 @@ def _check_source(where: str, what: str) -> None:
 
 def _our_answers(args: argparse.Namespace, probes: Any) -> tuple[Any, Any, int]:
     """Our model's probabilities on the probes' encryption, our watermark labels, the version."""
-    import torch
-
+    from patchveil.cli_platform import _use_home
     from patchveil.config import PlatformConfig
-    from patchveil.models.inference import predict_with_embeddings
     from patchveil.serve.clone_check import watermark_labels
     from patchveil.serve.defence import CloneDefence, DefenceSettings
     from patchveil.serve.model_host import LoadedModel, ModelRef, resolve_model
@@ -37,23 +35,20 @@ def _our_answers(args: argparse.Namespace, probes: Any) -> tuple[Any, Any, int]:
     from patchveil.serve.settings import serve_home
     from patchveil.tenants.client import Tenant
 
-    if args.home:
-        os.environ["PATCHVEIL_HOME"] = str(Path(args.home).resolve())
+    _use_home(args, runs_flows=False)
     config = PlatformConfig.from_env()
     record = resolve_model(config.registry_url, args.model, args.version)
     model = LoadedModel(ModelRef(record.name, record.version, record.checkpoint_uri))
     ciphertexts = Tenant(args.tenant, args.store).encrypt_query(probes).images
-    logits, embeddings = predict_with_embeddings(
-        model.model, ciphertexts, torch.device("cpu"), unpack_nibbles=model.spec.in_chans == 6
-    )
-    probabilities = torch.softmax(logits, dim=1).numpy().astype("float64")
+    forward = model.forward(ciphertexts)
+    probabilities = forward.probabilities.astype("float64")
     defence = CloneDefence.for_model(
         server_secret(serve_home(config)),
         DefenceSettings(),
         model.head_weight(),
         reference_embeddings=model.reference_embeddings,
     )
-    mask, labels = defence.watermark(embeddings.numpy(), probabilities)
+    mask, labels = defence.watermark(forward.embeddings, probabilities)
     return probabilities, watermark_labels(mask, labels), record.version
 
 
@@ -131,7 +126,9 @@ def add_clone_commands(commands: argparse._SubParsersAction) -> None:
     )
     check.add_argument("--home", help="platform home (default: $PATCHVEIL_HOME or ./.patchveil)")
     check.add_argument("--model", required=True, help="our model name (see `patchveil model list`)")
-    check.add_argument("--version", type=int, help="our model version (default: the newest)")
+    check.add_argument(
+        "--version", type=positive_int, help="our model version (default: the newest)"
+    )
     check.add_argument("--suspect", required=True, help="http(s)://… , model.pt or answers.npz")
     check.add_argument(
         "--suspect-model", help="model name at a suspect URL (default: its only one)"

@@ -185,7 +185,6 @@ def write_reference_task(
 ) -> dict[str, Any]:
     """The trained model's embeddings of up to `count` of the version's held-out ciphertexts
     (its training rows where it holds none), saved beside the checkpoint for the endpoint."""
-    import torch
 
     from patchveil.models.checkpoint import load_trained_model
 
@@ -198,7 +197,6 @@ def write_reference_task(
     images = np.asarray(images_from_column(table.column(IMAGE)))
     chosen = images[sample_rows(len(images), count)]
     model, _ = load_trained_model(checkpoint_uri)
-    torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
     embeddings = compute_reference_embeddings(model, chosen, unpack_nibbles=unpack_nibbles)
     uri = save_reference_embeddings(checkpoint_uri, embeddings)
     return {"uri": uri, "rows": len(chosen), "split": split}
