@@ -282,11 +282,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     import sys
 
-    from patchveil.experiments.frontier import options_of
+    from patchveil.experiments.frontier import options_of, search_of
+
+    options = options_of(args)
+    search_of(options)  # a bad space or start point: one line, before Prefect and Ray start
     from patchveil.pipelines.frontier import tune_privacy_frontier
 
     _use_home(args)
-    result = tune_privacy_frontier(options_of(args), command=["patchveil", *sys.argv[1:]])
+    result = tune_privacy_frontier(options, command=["patchveil", *sys.argv[1:]])
     default = result["default_preset"] or "none: no trial kept the attack below the bar"
     _print(
         result,

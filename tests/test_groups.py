@@ -70,6 +70,48 @@ def test_window_position_vit_ignores_every_windowed_disposable_key(name: str) ->
         )
 
 
+@pytest.mark.parametrize("pool", ["max", "mean_max", "sorted"])
+@pytest.mark.parametrize("name", ["rf", "np_rf"])
+def test_every_orbit_pool_ignores_every_disposable_key(pool: str, name: str) -> None:
+    """Richer symmetric pools over the orbit (max, mean and max, the sorted responses) keep the
+    exact key independence of the mean, with and without the window's coarse layout."""
+    torch.manual_seed(0)
+    images = np.random.default_rng(3).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    for window in (0, 2):
+        params = (("invariance_group", name), ("orbit_pool", pool))
+        variant = "invariant"
+        if window:
+            variant, params = "window_position", (*params, ("position_window", window))
+        model = create_vit_from_spec(ModelSpec(variant, "test", 16, 4, 10, params=params)).eval()
+        spec = CipherSpec("disposable", 4, 16, (("group", name), ("window", window)))
+        encrypted = create_cipher(Key.generate("a", spec)).encrypt(images, np.arange(3) + 7)
+        with torch.no_grad():
+            torch.testing.assert_close(
+                model(images_to_tensor(encrypted)),
+                model(images_to_tensor(images)),
+                atol=1e-5,
+                rtol=0,
+            )
+
+
+def test_orbit_pool_is_checked_and_needs_a_group() -> None:
+    with pytest.raises(Exception, match="choose one of"):
+        create_vit_from_spec(
+            ModelSpec("invariant", "test", 16, 4, 10, params=(("orbit_pool", "median"),))
+        )
+    with pytest.raises(Exception, match="needs an invariance_group"):
+        create_vit_from_spec(
+            ModelSpec(
+                "window_position",
+                "test",
+                16,
+                4,
+                10,
+                params=(("position_window", 2), ("orbit_pool", "max")),
+            )
+        )
+
+
 def test_windows_are_numbered_in_raster_order() -> None:
     quadrants = window_of_blocks(4, 2).reshape(4, 4)
     assert quadrants.tolist() == [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]]

@@ -35,7 +35,7 @@ from patchveil.tune.objectives import (
     choose_default,
     frontier_mask,
 )
-from patchveil.tune.space import SearchSpace, TrialConfig
+from patchveil.tune.space import SearchSpace, TrialConfig, start_point
 from patchveil.tune.trial import TrialData
 
 #: Nonce bases: every tenant, split and the fresh key draw from their own range.
@@ -380,6 +380,9 @@ class FrontierOptions:
     learning_rate: tuple[float, float] = (5e-4, 2e-3)
     block_cutmix: tuple[float, ...] = (0.0, 0.5)
     size: str = "cpu"
+    orbit_pools: tuple[str, ...] = ("mean",)
+    start_with: tuple[str, ...] = ()
+    grace_period: int = 1
     attack_images: int = 24
     gallery_images: int = 1000
     batch_size: int = 128
@@ -391,6 +394,26 @@ class FrontierOptions:
     out: str = str(RESULTS)
     name: str = "frontier"
     storage: str | None = None
+
+
+def search_of(
+    options: FrontierOptions, image_size: int = 32
+) -> tuple[SearchSpace, list[dict[str, Any]]]:
+    """The search space and the start points the options ask for (PatchveilError if either is
+    invalid: the CLI checks this before Prefect or Ray start)."""
+    space = SearchSpace(
+        image_size=image_size,
+        block_sizes=options.block_sizes,
+        groups=options.groups,
+        depths=options.depths,
+        widths=options.widths,
+        learning_rate=options.learning_rate,
+        block_cutmix=options.block_cutmix,
+        epochs=options.epochs,
+        size=options.size,
+        orbit_pools=options.orbit_pools,
+    )
+    return space, [start_point(text, space) for text in options.start_with]
 
 
 def run_frontier(
@@ -412,18 +435,7 @@ def run_frontier(
         gallery_images=options.gallery_images,
         seed=options.seed,
     )
-    image_size = int(_plain_split(data)[0].shape[1])
-    space = SearchSpace(
-        image_size=image_size,
-        block_sizes=options.block_sizes,
-        groups=options.groups,
-        depths=options.depths,
-        widths=options.widths,
-        learning_rate=options.learning_rate,
-        block_cutmix=options.block_cutmix,
-        epochs=options.epochs,
-        size=options.size,
-    )
+    space, start_with = search_of(options, int(_plain_split(data)[0].shape[1]))
     experiment = FrontierExperiment(data)
     started_here = not ray.is_initialized()
     if started_here:
@@ -438,6 +450,7 @@ def run_frontier(
         batch_size=options.batch_size,
         attack_images=options.attack_images,
         seed=options.seed,
+        grace_period=options.grace_period,
     )
     try:
         progress(f"searching {options.trials} trials ({space.to_json()})")
@@ -448,6 +461,7 @@ def run_frontier(
             trials=options.trials,
             population_size=population,
             progress=progress,
+            start_with=start_with,
         )
         wanted = {
             _key(r.config.plain_reference()): r.config.plain_reference()
@@ -521,6 +535,9 @@ def options_of(args: argparse.Namespace) -> FrontierOptions:
         learning_rate=(min(args.learning_rate), max(args.learning_rate)),
         block_cutmix=tuple(args.block_cutmix),
         size=args.size,
+        orbit_pools=tuple(args.orbit_pools),
+        start_with=tuple(args.start_with or ()),
+        grace_period=args.grace_period,
         attack_images=args.attack_images,
         gallery_images=args.gallery_images,
         batch_size=args.batch_size,

@@ -102,6 +102,25 @@ def add_frontier_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--block-cutmix", type=bounded_float(0, 1), nargs="+", default=[0.0, 0.5])
     parser.add_argument("--size", default=defaults.size, help="base model size (cpu, test, ...)")
+    parser.add_argument(
+        "--orbit-pools",
+        nargs="+",
+        default=["mean"],
+        help="how invariant embeddings pool a patch's orbit: mean, max, mean_max, sorted",
+    )
+    parser.add_argument(
+        "--start-with",
+        action="append",
+        metavar="SPEC",
+        help="a configuration measured first, e.g. block=4,window=4,group=rf,model="
+        "window_position,pool=max,lr=1e-3,cutmix=0.5 (repeatable; keys not given are drawn)",
+    )
+    parser.add_argument(
+        "--grace-period",
+        type=bounded_int(1, 10_000),
+        default=1,
+        help="epochs before ASHA may stop a trial (the largest epochs: ASHA never stops one)",
+    )
     parser.add_argument("--attack-images", type=bounded_int(1, 10_000), default=24)
     parser.add_argument("--gallery-images", type=bounded_int(1, 100_000), default=1000)
     parser.add_argument("--batch-size", type=bounded_int(1, 65_536), default=128)

@@ -8,6 +8,10 @@ rotations/flips of the patch. Orbit pooling makes the embedding invariant:
     z(b) = A · mean_{σ ∈ G} relu(W σ(b) + w) + c   (it does not)
 
 `|·|` is even, so the sign flip is absorbed; averaging over the remaining moves σ absorbs them.
+Any symmetric function of the orbit's responses is as invariant as the mean: `pool="max"` keeps
+each filter's strongest response over the orbit, `pool="mean_max"` both (twice the features),
+`pool="sorted"` every response sorted per filter (the whole orbit up to its order: the richest
+invariant of the filter responses; |G| times the features).
 With no position embedding, the whole ViT then gives the same output for every per-image,
 per-block choice of group elements and every block order: a new key changes nothing.
 """
@@ -22,6 +26,8 @@ from torch import nn
 from patchveil.groups import GROUP_NAMES, parse_group
 
 INVARIANCE_GROUPS = GROUP_NAMES
+#: How the filter responses over a patch's orbit become one invariant feature vector.
+ORBIT_POOLS = ("mean", "max", "mean_max", "sorted")
 
 
 def patch_moves(group: str) -> list[tuple[tuple[int, int, int], int, bool]]:
@@ -45,10 +51,14 @@ class OrbitPatchEmbed(nn.Module):
         embed_dim: int,
         group: str = "np_cs",
         hidden_dim: int | None = None,
+        pool: str = "mean",
     ) -> None:
         super().__init__()
         if in_chans != 3:
             raise ValueError("the orbit patch embedding acts on RGB patches (in_chans=3)")
+        if pool not in ORBIT_POOLS:
+            raise ValueError(f"unknown orbit pool {pool!r}; choose one of {', '.join(ORBIT_POOLS)}")
+        self.pool = pool
         self.img_size = (img_size, img_size)
         self.patch_size = (patch_size, patch_size)
         self.grid_size = (img_size // patch_size, img_size // patch_size)
@@ -65,7 +75,8 @@ class OrbitPatchEmbed(nn.Module):
         self.filters = nn.Conv2d(
             in_chans, hidden, patch_size, stride=patch_size, bias=not self.signed
         )
-        self.project = nn.Linear(hidden, embed_dim)
+        widths = {"mean": 1, "max": 1, "mean_max": 2, "sorted": len(self.moves)}
+        self.project = nn.Linear(hidden * widths[pool], embed_dim)
         self.norm = nn.Identity()
 
     def feat_ratio(self, as_scalar: bool = True) -> int | tuple[int, int]:
@@ -84,16 +95,27 @@ class OrbitPatchEmbed(nn.Module):
             .permute(0, 2, 4, 1, 3, 5)
             .reshape(batch * rows * cols, 3, size, size)
         )
-        pooled = None
+        responses = []
         for colour, turns, mirrored in self.moves:
             moved = patches[:, list(colour)]
             if mirrored:
                 moved = moved.flip(-1)
             if turns:
                 moved = torch.rot90(moved, turns, dims=(-2, -1))
-            response = self.filters(moved)  # [B·T, hidden, 1, 1]
-            response = response.abs() if self.signed else torch.relu(response)
-            pooled = response if pooled is None else pooled + response
-        assert pooled is not None
-        features = (pooled / len(self.moves)).reshape(batch, rows * cols, -1)
-        return self.project(features)
+            response = self.filters(moved).flatten(1)  # [B·T, hidden]
+            responses.append(response.abs() if self.signed else torch.relu(response))
+        return self.project(orbit_pool(responses, self.pool).reshape(batch, rows * cols, -1))
+
+
+def orbit_pool(responses: list[torch.Tensor], pool: str) -> torch.Tensor:
+    """A symmetric function of the orbit's responses ([N, hidden] each): the result does not
+    depend on their order, so on which group element the key chose."""
+    if pool == "mean":
+        return torch.stack(responses).mean(0)
+    if pool == "max":
+        return torch.stack(responses).amax(0)
+    if pool == "mean_max":
+        stacked = torch.stack(responses)
+        return torch.cat([stacked.mean(0), stacked.amax(0)], dim=-1)
+    # sorted: [N, hidden, |G|] sorted along the orbit, flattened per filter.
+    return torch.stack(responses, dim=-1).sort(dim=-1).values.flatten(1)

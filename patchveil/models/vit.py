@@ -14,7 +14,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from patchveil.errors import PatchveilError
 from patchveil.groups import window_of_blocks
-from patchveil.models.invariant_embed import INVARIANCE_GROUPS, OrbitPatchEmbed
+from patchveil.models.invariant_embed import INVARIANCE_GROUPS, ORBIT_POOLS, OrbitPatchEmbed
 
 
 @dataclass(frozen=True)
@@ -286,17 +286,31 @@ _INVARIANCE_GROUP_HELP = (
 )
 
 
+_ORBIT_POOL_HELP = f"how the orbit's responses are pooled: {', '.join(ORBIT_POOLS)} (default mean)"
+
+
 def _check_invariance_group(spec: ModelSpec) -> None:
     group = spec.param("invariance_group")
     if group is not None and group not in INVARIANCE_GROUPS:
         raise PatchveilError(
             f"unknown invariance group {group!r}; choose one of {', '.join(INVARIANCE_GROUPS)}"
         )
+    pool = spec.param("orbit_pool")
+    if pool is not None:
+        if pool not in ORBIT_POOLS:
+            raise PatchveilError(
+                f"unknown orbit pool {pool!r}; choose one of {', '.join(ORBIT_POOLS)}"
+            )
+        if group is None:
+            raise PatchveilError("orbit_pool needs an invariance_group (orbit pooling)")
 
 
 @register_variant(
     "invariant",
-    {"invariance_group": VariantParam(str, "np_cs", help=_INVARIANCE_GROUP_HELP)},
+    {
+        "invariance_group": VariantParam(str, "np_cs", help=_INVARIANCE_GROUP_HELP),
+        "orbit_pool": VariantParam(str, help=_ORBIT_POOL_HELP),
+    },
     check=_check_invariance_group,
 )
 def invariant(spec: ModelSpec) -> VisionTransformer:
@@ -322,6 +336,7 @@ def _orbit_embed(spec: ModelSpec, group: str) -> Callable[..., OrbitPatchEmbed]:
             in_chans=spec.in_chans,
             embed_dim=kwargs["embed_dim"],
             group=group,
+            pool=str(spec.param("orbit_pool") or "mean"),
         )
 
     return embed
@@ -373,6 +388,7 @@ def _check_window(spec: ModelSpec) -> None:
             int, required=True, help="the disposable cipher's window, in blocks"
         ),
         "invariance_group": VariantParam(str, help=_INVARIANCE_GROUP_HELP),
+        "orbit_pool": VariantParam(str, help=_ORBIT_POOL_HELP),
     },
     check=_check_window,
 )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,8 +160,10 @@ def tune_frontier(
     name: str = "frontier",
     population_size: int | None = None,
     progress: ProgressCallback | None = None,
+    start_with: Sequence[Mapping[str, Any]] = (),
 ) -> list[TrialRecord]:
-    """Search `trials` configurations of `space` for the accuracy/attack front."""
+    """Search `trials` configurations of `space` for the accuracy/attack front; `start_with`
+    (Optuna parameters, from `space.start_point`) are measured first, then NSGA-II breeds."""
     import optuna
     from ray import tune
     from ray.tune.schedulers import AsyncHyperBandScheduler
@@ -177,6 +179,7 @@ def tune_frontier(
         metric=list(OBJECTIVES),
         mode=list(MODES),
         sampler=optuna.samplers.NSGAIISampler(population_size=population, seed=settings.seed),
+        points_to_evaluate=[dict(point) for point in start_with] or None,
     )
     scheduler = AsyncHyperBandScheduler(
         time_attr="training_iteration",

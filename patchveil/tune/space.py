@@ -10,6 +10,7 @@ from typing import Any
 
 from patchveil.errors import PatchveilError
 from patchveil.groups import GROUP_NAMES
+from patchveil.models.invariant_embed import ORBIT_POOLS
 from patchveil.models.vit import VIT_SIZES, ModelSpec
 
 #: The per-image cipher every searched configuration uses; `plain` only for the references.
@@ -19,6 +20,8 @@ PLAIN = "plain"
 PLAIN_LEARNING_RATE = 1e-3
 #: Width of one attention head: a width w gets w // HEAD_WIDTH heads.
 HEAD_WIDTH = 64
+#: Orbit pooling of the invariant patch embedding when a configuration names none.
+DEFAULT_ORBIT_POOL = "mean"
 
 
 def blocks_per_side(image_size: int, block_size: int) -> int:
@@ -50,15 +53,19 @@ def compatible_variants(window: int, group: str) -> list[str]:
     return [whole_image] if window == 0 else ["window_position", whole_image]
 
 
-def variant_params(variant: str, window: int, group: str) -> dict[str, Any]:
-    """The variant's own parameters that make it invariant to the cipher."""
+def variant_params(
+    variant: str, window: int, group: str, orbit_pool: str = DEFAULT_ORBIT_POOL
+) -> dict[str, Any]:
+    """The variant's own parameters that make it invariant to the cipher (and how it pools a
+    patch's orbit, where it has one and it is not the default mean)."""
+    pooled = {} if orbit_pool == DEFAULT_ORBIT_POOL else {"orbit_pool": orbit_pool}
     if variant == "window_position":
         return {
             "position_window": window,
-            **({"invariance_group": group} if group != "none" else {}),
+            **({"invariance_group": group, **pooled} if group != "none" else {}),
         }
     if variant == "invariant":
-        return {"invariance_group": group}
+        return {"invariance_group": group, **pooled}
     return {}
 
 
@@ -137,12 +144,18 @@ class TrialConfig:
         )
 
     @property
+    def orbit_pool(self) -> str:
+        return str(self.model_params.get("orbit_pool", DEFAULT_ORBIT_POOL))
+
+    @property
     def label(self) -> str:
-        """A short human name: cipher geometry, then the model."""
+        """A short human name: cipher geometry, then the model (and its orbit pool if not the
+        mean)."""
         if self.cipher == PLAIN:
             return f"plain-b{self.block_size}"
         where = f"w{self.window}" if self.window else "whole"
-        return f"b{self.block_size}-{where}-{self.group}-{self.variant}"
+        pool = "" if self.orbit_pool == DEFAULT_ORBIT_POOL else f"-{self.orbit_pool}"
+        return f"b{self.block_size}-{where}-{self.group}-{self.variant}{pool}"
 
 
 def check_config(config: TrialConfig) -> None:
@@ -172,7 +185,11 @@ def check_config(config: TrialConfig) -> None:
                 f"variant {config.variant!r} is not invariant to window {config.window}, group "
                 f"{config.group}; choose one of {allowed}"
             )
-        expected = variant_params(config.variant, config.window, config.group)
+        if config.orbit_pool not in ORBIT_POOLS:
+            raise PatchveilError(
+                f"unknown orbit pool {config.orbit_pool!r}; choose one of {ORBIT_POOLS}"
+            )
+        expected = variant_params(config.variant, config.window, config.group, config.orbit_pool)
         if dict(config.model_params) != expected:
             raise PatchveilError(
                 f"variant {config.variant!r} with window {config.window}, group {config.group} "
@@ -207,6 +224,7 @@ class SearchSpace:
     block_cutmix: tuple[float, ...] = (0.0, 0.5)
     epochs: tuple[int, ...] = (4,)
     size: str = "cpu"
+    orbit_pools: tuple[str, ...] = (DEFAULT_ORBIT_POOL,)
 
     def __post_init__(self) -> None:
         for block_size in self.block_sizes:
@@ -221,7 +239,13 @@ class SearchSpace:
         low, high = self.learning_rate
         if not 0 < low <= high < 1:
             raise PatchveilError(f"learning-rate range {self.learning_rate} must be in (0, 1)")
-        for name in ("block_sizes", "groups", "depths", "widths", "block_cutmix", "epochs"):
+        unknown = set(self.orbit_pools) - set(ORBIT_POOLS)
+        if unknown:
+            raise PatchveilError(
+                f"unknown orbit pools {sorted(unknown)}; choose from {list(ORBIT_POOLS)}"
+            )
+        dimensions = ("block_sizes", "groups", "depths", "widths", "block_cutmix", "epochs")
+        for name in (*dimensions, "orbit_pools"):
             if not getattr(self, name):
                 raise PatchveilError(f"the search space needs at least one of {name}")
 
@@ -249,12 +273,16 @@ def suggest(trial: Any, space: SearchSpace) -> dict[str, Any]:
         # The same two choices for every group: a position per window, or no position at all.
         position = trial.suggest_categorical(f"position_w{window}", ["per_window", "none"])
         variant = variants[0] if position == "per_window" else variants[1]
+    orbit_pool = DEFAULT_ORBIT_POOL
+    if group != "none":
+        # Unconditional name: the choices are the same whichever group carries the orbit.
+        orbit_pool = str(trial.suggest_categorical("orbit_pool", list(space.orbit_pools)))
     config = TrialConfig(
         block_size=block_size,
         window=window,
         group=group,
         variant=variant,
-        model_params=variant_params(variant, window, group),
+        model_params=variant_params(variant, window, group, orbit_pool),
         depth=int(trial.suggest_categorical("depth", list(space.depths))),
         embed_dim=int(trial.suggest_categorical("embed_dim", list(space.widths))),
         learning_rate=float(trial.suggest_float("learning_rate", *space.learning_rate, log=True)),
@@ -275,3 +303,83 @@ def parse_choices(text: str | Sequence[str], cast: type) -> tuple[Any, ...]:
     """ "4,8" (or ["4", "8"]) → (4, 8), for command-line choices."""
     items = text.split(",") if isinstance(text, str) else list(text)
     return tuple(cast(item.strip()) for item in items if str(item).strip())
+
+
+#: `--start-with` keys and what each becomes (the Optuna parameter `suggest` draws).
+START_KEYS = (
+    "block",
+    "window",
+    "group",
+    "model",
+    "pool",
+    "lr",
+    "cutmix",
+    "depth",
+    "width",
+    "epochs",
+)
+
+
+def start_point(text: str, space: SearchSpace) -> dict[str, Any]:
+    """`"block=4,window=4,group=rf,model=window_position"` → the Optuna parameters `suggest`
+    would draw for it (Tune's `points_to_evaluate`: the search measures these first). Keys not
+    given are drawn as usual; every value must be one the space offers."""
+    given: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or key.strip() not in START_KEYS:
+            raise PatchveilError(
+                f"start point {text!r}: {item!r} is not KEY=VALUE with a key among "
+                f"{', '.join(START_KEYS)}"
+            )
+        given[key.strip()] = value.strip()
+
+    def choose(key: str, cast: type, choices: Sequence[Any]) -> Any:
+        try:
+            value = cast(given[key])
+        except ValueError:
+            raise PatchveilError(
+                f"start point {text!r}: {key}={given[key]!r} is not a {cast.__name__}"
+            ) from None
+        if value not in choices:
+            raise PatchveilError(
+                f"start point {text!r}: {key}={value} is not in the search space "
+                f"({', '.join(map(str, choices))})"
+            )
+        return value
+
+    point: dict[str, Any] = {}
+    if "block" in given:
+        point["block_size"] = choose("block", int, space.block_sizes)
+    if "window" in given:
+        if "block" not in given:
+            raise PatchveilError(f"start point {text!r}: a window needs its block")
+        side = blocks_per_side(space.image_size, point["block_size"])
+        window = choose("window", int, windows_for(side))
+        point[f"window_b{point['block_size']}"] = window
+    if "group" in given:
+        point["group"] = choose("group", str, space.groups)
+    if "model" in given:
+        if "window" not in given or "group" not in given:
+            raise PatchveilError(f"start point {text!r}: a model needs its window and group")
+        window = point[f"window_b{point['block_size']}"]
+        variant = choose("model", str, compatible_variants(window, point["group"]))
+        if window:
+            point[f"position_w{window}"] = "per_window" if variant == "window_position" else "none"
+    if "pool" in given:
+        point["orbit_pool"] = choose("pool", str, space.orbit_pools)
+    if "lr" in given:
+        low, high = space.learning_rate
+        rate = choose("lr", float, [float(given["lr"])])
+        if not low <= rate <= high:
+            raise PatchveilError(f"start point {text!r}: lr={rate} is outside [{low}, {high}]")
+        point["learning_rate"] = rate
+    if "cutmix" in given:
+        point["block_cutmix"] = choose("cutmix", float, space.block_cutmix)
+    if "depth" in given:
+        point["depth"] = choose("depth", int, space.depths)
+    if "width" in given:
+        point["embed_dim"] = choose("width", int, space.widths)
+    if "epochs" in given:
+        point["epochs"] = choose("epochs", int, space.epochs)
+    return point

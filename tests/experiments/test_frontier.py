@@ -144,6 +144,8 @@ def test_two_tiny_trials_through_tune(ray_session: Any, tmp_path: Path) -> None:
         depths=(2,),
         widths=(64,),
         size="test",
+        orbit_pools=("mean", "max"),
+        start_with=("block=8,window=0,group=rf,model=invariant,pool=max",),
         attack_images=6,
         gallery_images=128,
         cpus=1,
@@ -157,6 +159,8 @@ def test_two_tiny_trials_through_tune(ray_session: Any, tmp_path: Path) -> None:
     for field in ("commit", "command", "machine", "date", "default_preset", "trials", "presets"):
         assert field in saved
     assert len(saved["trials"]) == 2 and not saved["failed"]
+    # The start point is measured (first), then the search draws.
+    assert "b8-whole-rf-invariant-max" in [row["label"] for row in saved["trials"]]
     for row in saved["trials"]:
         for metric in ("own_key_accuracy", "fresh_key_accuracy", "plain_accuracy"):
             assert 0.0 <= row[metric] <= 1.0

@@ -29,6 +29,16 @@ def test_tune_options_are_bounded_and_reach_the_experiment() -> None:
         assert exit_info.value.code == 2
 
 
+def test_a_bad_start_point_fails_in_one_line_before_anything_starts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["tune", "--block-sizes", "4", "--start-with", "block=8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "block=8 is not in the search space" in err
+    assert main(["tune", "--orbit-pools", "median"]) == 2
+    assert "unknown orbit pools" in capsys.readouterr().err
+
+
 def test_onboard_refuses_a_preset_it_contradicts_or_does_not_know(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

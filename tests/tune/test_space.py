@@ -12,6 +12,7 @@ from patchveil.tune.space import (
     block_sizes_for,
     check_config,
     compatible_variants,
+    start_point,
     suggest,
     trial_config_of,
     variant_params,
@@ -102,24 +103,86 @@ def test_every_sampled_configuration_is_valid(sampler: str) -> None:
     builds (TrialConfig checks it on construction, and again here) and the draws cover the
     conditional choices."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    space = SearchSpace(block_sizes=(2, 4, 8, 16), groups=GROUP_NAMES, epochs=(1, 2))
+    space = SearchSpace(
+        block_sizes=(2, 4, 8, 16), groups=GROUP_NAMES, epochs=(1, 2), orbit_pools=("mean", "max")
+    )
     chosen = (
         optuna.samplers.RandomSampler(seed=0)
         if sampler == "random"
         else optuna.samplers.NSGAIISampler(population_size=6, seed=0)
     )
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=chosen)
-    seen = set()
+    seen, pools = set(), set()
     for index in range(300):
         trial = study.ask()
         config = trial_config_of(suggest(trial, space))
         check_config(config)
         assert config.variant in compatible_variants(config.window, config.group)
         seen.add((config.block_size, config.window, config.variant))
+        pools.add(config.orbit_pool)
+        assert config.group != "none" or "orbit_pool" not in config.model_params
         study.tell(trial, [index % 7 / 7, (index * 3) % 5 / 5])
     assert {block for block, _, _ in seen} == {2, 4, 8, 16}
     assert {variant for _, _, variant in seen} == {"window_position", "position_free", "invariant"}
     assert any(window == 0 for _, window, _ in seen) and any(window for _, window, _ in seen)
+    assert pools == {"mean", "max"}
+
+
+def test_orbit_pool_is_part_of_the_model_and_its_label() -> None:
+    pooled = _config(
+        model_params={"position_window": 4, "invariance_group": "rf", "orbit_pool": "max"}
+    )
+    assert pooled.orbit_pool == "max" and pooled.label == "b4-w4-rf-window_position-max"
+    assert _config().label == "b4-w4-rf-window_position"  # the mean is the default, unnamed
+    assert TrialConfig.from_json(pooled.to_json()) == pooled
+    with pytest.raises(PatchveilError, match="orbit pool"):
+        _config(model_params={"position_window": 4, "invariance_group": "rf", "orbit_pool": "x"})
+    with pytest.raises(PatchveilError, match="unknown orbit pools"):
+        SearchSpace(orbit_pools=("mean", "median"))
+
+
+def test_start_points_become_the_parameters_suggest_draws() -> None:
+    """A start point names a configuration in the CLI's words; Optuna enqueues the parameters
+    `suggest` reads, and drawing with them gives exactly that configuration."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = SearchSpace(block_sizes=(4, 8), groups=("none", "rf"), orbit_pools=("mean", "max"))
+    point = start_point(
+        "block=4, window=4, group=rf, model=window_position, pool=max, lr=1e-3", space
+    )
+    assert point == {
+        "block_size": 4,
+        "window_b4": 4,
+        "group": "rf",
+        "position_w4": "per_window",
+        "orbit_pool": "max",
+        "learning_rate": 1e-3,
+    }
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.enqueue_trial(point)
+    config = trial_config_of(suggest(study.ask(), space))
+    assert config.label == "b4-w4-rf-window_position-max" and config.learning_rate == 1e-3
+    whole = start_point("block=8,window=0,group=rf,model=invariant", space)
+    assert whole == {"block_size": 8, "window_b8": 0, "group": "rf"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("block=5", "not in the search space"),
+        ("block=4,window=3", "not in the search space"),
+        ("window=4", "needs its block"),
+        ("block=4,window=0,group=rf,model=window_position", "not in the search space"),
+        ("colour=red", "KEY=VALUE"),
+        ("block", "KEY=VALUE"),
+        ("block=four", "not a int"),
+        ("lr=0.9", "outside"),
+        ("group=np_cs_rf", "not in the search space"),
+    ],
+)
+def test_a_bad_start_point_is_named(text: str, message: str) -> None:
+    space = SearchSpace(block_sizes=(4, 8), groups=("none", "rf"))
+    with pytest.raises(PatchveilError, match=message):
+        start_point(text, space)
 
 
 def test_a_search_space_refuses_impossible_choices() -> None:
