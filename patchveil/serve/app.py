@@ -52,7 +52,7 @@ from patchveil.serve.settings import (
     monitor_settings,
     serve_home,
 )
-from patchveil.serve.telemetry import GatewayMetrics
+from patchveil.serve.telemetry import GatewayMetrics, server_timing
 
 logger = logging.getLogger("ray.serve")
 api = FastAPI(title="patchveil query endpoint", docs_url=None, redoc_url=None, openapi_url=None)
@@ -116,7 +116,7 @@ class ModelRunner:
 
     @serve.batch(
         max_batch_size=256,
-        batch_wait_timeout_s=0.005,
+        batch_wait_timeout_s=0.0,
         batch_size_fn=lambda items: sum(len(x) for x in items),
     )
     async def forward(self, batches: list[np.ndarray]) -> list[Forward]:
@@ -342,9 +342,13 @@ class QueryGateway:
         started = time.perf_counter()
         tenant_id = self.tokens.tenant_of(bearer_token(request.headers.get("authorization")))
         self._check_model(name)
+        stages = {"auth": time.perf_counter() - started}
         try:
             described = await self._description()
+            mark = time.perf_counter()
             body = await self._body(request)
+            stages["read"] = time.perf_counter() - mark
+            mark = time.perf_counter()
             parsed = parse_infer_request(
                 body,
                 request.headers.get(BINARY_HEADER),
@@ -352,6 +356,7 @@ class QueryGateway:
                 max_images=self.settings.max_images_per_request,
             )
             candidates = candidate_option(parsed.parameters, described["num_classes"])
+            stages["parse"] = time.perf_counter() - mark
         except RequestError as error:
             self.metrics.rejected(tenant_id, error.status)
             raise
@@ -365,27 +370,33 @@ class QueryGateway:
                 f"rate limit: {self.settings.images_per_second:g} images/s per tenant; retry later",
                 headers={"Retry-After": str(max(1, round(wait)))},
             )
+        mark = time.perf_counter()
         forward = await self._forward(parsed.images)
         await self._description(forward.model_version)
+        stages["model"] = time.perf_counter() - mark
+        mark = time.perf_counter()
         answer = self.guard.answer(tenant_id, forward, candidates)
+        stages["guard"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        body = infer_response(
+            self.model_name,
+            forward.model_version,
+            parsed.request_id,
+            answer.labels,
+            answer.confidences,
+            answer.candidates,
+        )
+        stages["respond"] = time.perf_counter() - mark
+        stages["total"] = time.perf_counter() - started
         self.metrics.answered(
             tenant_id,
             len(parsed.images),
-            time.perf_counter() - started,
+            stages["total"],
             answer.error_rate,
             answer.risk,
             answer.newly_flagged,
         )
-        return JSONResponse(
-            infer_response(
-                self.model_name,
-                forward.model_version,
-                parsed.request_id,
-                answer.labels,
-                answer.confidences,
-                answer.candidates,
-            )
-        )
+        return JSONResponse(body, headers={"Server-Timing": server_timing(stages)})
 
     # -- a tenant's own usage, and the operator's view --------------------------------------
 

@@ -28,7 +28,8 @@ class ServeSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     max_batch_images: int = 256  # images per model forward, summed over batched requests
-    batch_wait_timeout_s: float = 0.005
+    # 0: a batch is whatever queued while the previous forward ran (no wait for a lone request).
+    batch_wait_timeout_s: float = 0.0
     max_images_per_request: int = 1024
     max_body_bytes: int = 64 * 1024 * 1024
     images_per_second: float = 2000.0
@@ -87,6 +88,10 @@ class ServeSettings:
             raise PatchveilError(
                 f"need 0 < normal_volume < cloning_volume, got {self.normal_volume} and "
                 f"{self.cloning_volume}"
+            )
+        if not 0 <= self.batch_wait_timeout_s <= 1:
+            raise PatchveilError(
+                f"batch_wait_timeout_s must be 0–1 s, got {self.batch_wait_timeout_s}"
             )
         if not self.images_per_second > 0:
             raise PatchveilError(

@@ -3,6 +3,8 @@ queries, rejections, latency, the intentional error rate and the clone risk, per
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from ray.serve import metrics
 
 _LATENCY_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
@@ -55,3 +57,9 @@ class GatewayMetrics:
         self.risk.set(risk, tags=tags)
         if newly_flagged:
             self.alerts.inc(tags=tags)
+
+
+def server_timing(stages: Mapping[str, float]) -> str:
+    """A `Server-Timing` header value (W3C) from stage → seconds: where a request's time went on
+    the gateway (the client sees the rest as network and proxy)."""
+    return ", ".join(f"{name};dur={seconds * 1000:.2f}" for name, seconds in stages.items())

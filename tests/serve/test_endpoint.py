@@ -75,6 +75,36 @@ def test_a_tenant_queries_ciphertext_and_gets_the_models_answers(endpoint: Runni
     assert np.mean(direct == binary.labels) >= 0.8
 
 
+def test_an_answer_says_where_its_time_went(endpoint: RunningEndpoint) -> None:
+    """`Server-Timing` names the gateway's stages (the client sees the rest as network and
+    proxy); durations only, nothing about the tenant's risk."""
+    ciphertexts = Tenant("acme", endpoint.key_store).encrypt_query(_images(2)).images
+    body = {
+        "inputs": [
+            {
+                "name": "images",
+                "shape": list(ciphertexts.shape),
+                "datatype": "UINT8",
+                "data": ciphertexts.ravel().tolist(),
+            }
+        ]
+    }
+    response = httpx.post(
+        f"{endpoint.url}/v2/models/{MODEL_NAME}/infer",
+        headers=_headers(endpoint.tokens["acme"]),
+        json=body,
+        timeout=60,
+    )
+    assert response.status_code == 200
+    stages = dict(
+        part.strip().split(";dur=") for part in response.headers["server-timing"].split(",")
+    )
+    assert list(stages) == ["auth", "read", "parse", "model", "guard", "respond", "total"]
+    durations = {name: float(value) for name, value in stages.items()}
+    assert all(value >= 0 for value in durations.values())
+    assert durations["total"] >= durations["model"]
+
+
 def test_requests_without_a_valid_token_are_refused(endpoint: RunningEndpoint) -> None:
     url = f"{endpoint.url}/v2/models/{MODEL_NAME}/infer"
     for headers in ({}, _headers("wrong"), {"Authorization": "Basic x"}):
