@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from serve_load import _binary_body
@@ -88,19 +89,31 @@ def _endpoint(
     clients: int,
 ) -> dict[str, float]:
     single = []
+    stages: dict[str, list[float]] = {}
     with httpx.Client(base_url=url, timeout=60) as http:
         headers = {"Authorization": f"Bearer {token}", **one[1]}
         http.post(f"/v2/models/{MODEL_NAME}/infer", content=one[0], headers=headers)  # warm-up
         for _ in range(reps):
             started = time.perf_counter()
-            http.post(
-                f"/v2/models/{MODEL_NAME}/infer", content=one[0], headers=headers
-            ).raise_for_status()
+            response = http.post(f"/v2/models/{MODEL_NAME}/infer", content=one[0], headers=headers)
             single.append((time.perf_counter() - started) * 1000)
+            response.raise_for_status()
+            for name, value in server_timing(response.headers.get("server-timing", "")).items():
+                stages.setdefault(name, []).append(value)
     return {
         "p50_ms": statistics.median(single),
         "images_per_second": asyncio.run(_throughput(url, token, bodies, images, clients)),
+        "gateway_p50_ms": {name: statistics.median(values) for name, values in stages.items()},
     }
+
+
+def server_timing(header: str) -> dict[str, float]:
+    """`auth;dur=0.12, model;dur=4.1` → {"auth": 0.12, "model": 4.1} (ms)."""
+    found = {}
+    for part in filter(None, (piece.strip() for piece in header.split(","))):
+        name, _, duration = part.partition(";dur=")
+        found[name] = float(duration)
+    return found
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -114,8 +127,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ).images
         for _ in range(args.batches)
     ]
+    # The model replica gets the threads the in-process forward has: the same compute, so the
+    # difference is the endpoint's own work.
+    threads = torch.get_num_threads()
     settings = ServeSettings(
-        images_per_second=1e6, burst_images=10**7, max_batch_images=args.batch * 4
+        images_per_second=1e6,
+        burst_images=10**7,
+        max_batch_images=args.batch * 4,
+        model_cpus=float(threads),
     )
     in_process = _in_process(platform, one, batches, args.reps)
     with endpoint_running(platform, settings) as endpoint:
@@ -134,8 +153,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "batch_images": args.batch,
         "batches": args.batches,
         "clients": args.clients,
+        "torch_threads": threads,
         "in_process": {k: round(v, 2) for k, v in in_process.items()},
-        "endpoint": {k: round(v, 2) for k, v in over_http.items()},
+        "endpoint": {k: round(v, 2) for k, v in over_http.items() if k != "gateway_p50_ms"},
+        # Where one image's time goes (medians of the gateway's Server-Timing, ms): the rest
+        # of the client's time is HTTP and Serve's proxy; `model` includes the hop to the
+        # model replica and its batching, on top of the forward itself.
+        "gateway_p50_ms": {k: round(v, 2) for k, v in over_http["gateway_p50_ms"].items()},
         "p50_delta_ms": round(over_http["p50_ms"] - in_process["p50_ms"], 2),
         "throughput_ratio": round(
             over_http["images_per_second"] / in_process["images_per_second"], 3
@@ -153,8 +177,24 @@ def markdown(result: dict[str, Any]) -> str:
         f"p50 latency difference {delta} ms (goal ≤ 5 ms: {'met' if delta <= 5 else 'not met'}); "
         f"batched throughput ratio {ratio} (goal ≥ 0.8: {'met' if ratio >= 0.8 else 'not met'}). "
         f"Batches of {result['batch_images']} images, {result['clients']} concurrent clients, "
-        f"{result['reps']} sequential single-image requests, one model replica, same machine.\n\n"
-        f"{provenance_markdown(result)}"
+        f"{result['reps']} sequential single-image requests, one model replica with "
+        f"{result.get('torch_threads', '?')} torch threads (as many as the in-process forward), "
+        "same machine.\n\n" + _breakdown(result) + provenance_markdown(result)
+    )
+
+
+def _breakdown(result: dict[str, Any]) -> str:
+    stages = result.get("gateway_p50_ms") or {}
+    if "total" not in stages:
+        return ""
+    client, gateway = result["endpoint"]["p50_ms"], stages["total"]
+    rows = [f"| {name} | {value} |" for name, value in stages.items() if name != "total"]
+    return (
+        "Where one image's time goes (medians, ms; the gateway's `Server-Timing`):\n\n"
+        "| stage | ms |\n|---|---|\n" + "\n".join(rows) + f"\n| gateway total | {gateway} |\n"
+        f"| HTTP and Serve's proxy (client p50 − gateway p50) | {round(client - gateway, 2)} |\n"
+        f"| of `model`: the hop to the model replica beyond the in-process forward | "
+        f"{round(stages.get('model', 0.0) - result['in_process']['p50_ms'], 2)} |\n\n"
     )
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -93,6 +94,8 @@ class ModelRunner:
         settings = ServeSettings(**config.get("settings", {}))
         self.forward.set_max_batch_size(settings.max_batch_images)
         self.forward.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+        # torch's threads = the CPUs the replica holds (Ray sets OMP_NUM_THREADS only at start).
+        torch.set_num_threads(max(1, int(settings.model_cpus)))
         if self._model is None or self._model.ref != ref:
             # Load beside the old model, then swap the reference: requests in flight finish on
             # the version they started with, later ones get the new one.
