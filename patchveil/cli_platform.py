@@ -245,28 +245,47 @@ def cmd_onboarding(args: argparse.Namespace) -> int:
     return 0
 
 
+#: `patchveil train`'s defaults where neither the command line nor a preset sets a value.
+_TRAINING_DEFAULTS = {"variant": "standard", "learning_rate": 1e-3, "block_cutmix": 0.0}
+
+
+def _training_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Model and training settings: the command line's, filled from `--preset` where given,
+    then the defaults."""
+    from patchveil.presets import TRAINING_FIELDS, preset_training
+
+    given = {field: getattr(args, field) for field in TRAINING_FIELDS}
+    settings = preset_training(args.preset, given) if args.preset else given
+    return {
+        field: _TRAINING_DEFAULTS.get(field) if value is None else value
+        for field, value in settings.items()
+    }
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     _use_home(args)
     from patchveil.pipelines.training import train_shared_model
 
+    model = _training_settings(args)  # a contradicted preset fails before Ray starts
     _start_ray(args, progress=True)  # per-epoch progress lines
     result = train_shared_model(
         dataset_name=args.dataset,
         dataset_version=args.dataset_version,
-        variant=args.variant,
+        variant=model["variant"],
         size=args.size,
         epochs=args.epochs,
         batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
+        learning_rate=model["learning_rate"],
         mixup_alpha=args.mixup,
-        block_cutmix_prob=args.block_cutmix,
+        block_cutmix_prob=model["block_cutmix"],
         token_dropout=args.token_dropout,
         seed=args.seed,
         num_workers=args.workers,
         use_gpu=args.gpu,
-        invariance_group=args.invariance_group,
+        invariance_group=model["invariance_group"],
         cpus_per_worker=args.cpus_per_worker,
-        position_window=args.position_window,
+        position_window=model["position_window"],
+        orbit_pool=model["orbit_pool"],
     )
     accuracy = ", ".join(f"{t} {a:.1%}" for t, a in sorted(result["tenant_accuracy"].items()))
     _print(
@@ -411,11 +430,17 @@ def add_platform_commands(commands: argparse._SubParsersAction, param_type: Any)
     )
     train.add_argument("--dataset-version", type=positive_int, help="default: the newest")
     train.add_argument(
-        "--variant",
-        default="standard",
-        help="standard, position_free, invariant or window_position",
+        "--preset",
+        help="train as a preset was measured (variant, its parameters, learning rate, block "
+        "cutmix; see `patchveil ciphers`); options given must agree with it",
+    )
+    train.add_argument(
+        "--variant", help="standard (default), position_free, invariant or window_position"
     )
     train.add_argument("--invariance-group", help="invariant variant: np, np_cs or np_cs_rf")
+    train.add_argument(
+        "--orbit-pool", help="invariant embeddings: mean (default), max, mean_max or sorted"
+    )
     train.add_argument(
         "--position-window",
         type=bounded_int(1, 1024),
@@ -424,7 +449,7 @@ def add_platform_commands(commands: argparse._SubParsersAction, param_type: Any)
     train.add_argument("--size", default="cpu", help="cpu, tiny, small, base (test for smoke runs)")
     train.add_argument("--epochs", type=bounded_int(1, 10_000), default=10)
     train.add_argument("--batch-size", type=bounded_int(1, 65_536), default=128)
-    train.add_argument("--learning-rate", type=bounded_float(1e-8, 10.0), default=1e-3)
+    train.add_argument("--learning-rate", type=bounded_float(1e-8, 10.0), help="default 1e-3")
     train.add_argument(
         "--mixup",
         type=bounded_float(0.0, 100.0),
@@ -434,8 +459,7 @@ def add_platform_commands(commands: argparse._SubParsersAction, param_type: Any)
     train.add_argument(
         "--block-cutmix",
         type=bounded_float(0.0, 1.0),
-        default=0.0,
-        help="probability of block cutmix",
+        help="probability of block cutmix (default 0)",
     )
     train.add_argument("--token-dropout", type=bounded_float(0.0, 0.9), default=0.0)
     train.add_argument("--seed", type=seed, default=0)

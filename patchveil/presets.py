@@ -138,3 +138,40 @@ def apply_preset(
             )
         merged[key] = value
     return preset.cipher, preset.block_size, merged
+
+
+#: What `patchveil train --preset` takes from a preset: CLI option → its value in the preset.
+TRAINING_FIELDS = (
+    "variant",
+    "invariance_group",
+    "position_window",
+    "orbit_pool",
+    "learning_rate",
+    "block_cutmix",
+)
+
+
+def preset_training(
+    name: str, given: Mapping[str, Any], path: Path | str | None = None
+) -> dict[str, Any]:
+    """The model and training settings a preset was measured with (variant, its parameters,
+    learning rate, block cutmix), for `patchveil train --preset`: the preset fills what `given`
+    leaves None; a given value that differs from the preset's is refused (name both)."""
+    preset = load_presets(path).get(name)
+    params = dict(preset.model.get("params", {}))
+    measured_with: dict[str, Any] = {
+        "variant": preset.model.get("variant"),
+        "invariance_group": params.get("invariance_group"),
+        "position_window": params.get("position_window"),
+        "orbit_pool": params.get("orbit_pool"),
+        "learning_rate": preset.training.get("learning_rate"),
+        "block_cutmix": preset.training.get("block_cutmix"),
+    }
+    resolved = {}
+    for field in TRAINING_FIELDS:
+        value, wanted = given.get(field), measured_with[field]
+        if value is not None and wanted is not None and value != wanted:
+            option = "--" + field.replace("_", "-")
+            raise PatchveilError(f"{option} {value} contradicts preset {name} ({wanted})")
+        resolved[field] = value if value is not None else wanted
+    return resolved

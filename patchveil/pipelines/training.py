@@ -86,12 +86,17 @@ def model_spec_for(
     num_classes: int | None = None,
     invariance_group: str | None = None,
     position_window: int | None = None,
+    orbit_pool: str | None = None,
 ) -> ModelSpec:
     """The ViT that fits a dataset version: patch size = block size, one block per token.
 
-    `invariance_group` and `position_window` go to the variants that declare them.
+    `invariance_group`, `position_window` and `orbit_pool` go to the variants that declare them.
     """
-    given = {"invariance_group": invariance_group, "position_window": position_window}
+    given = {
+        "invariance_group": invariance_group,
+        "position_window": position_window,
+        "orbit_pool": orbit_pool,
+    }
     declared = variant_params(variant)
     return ModelSpec(
         variant=variant,
@@ -249,6 +254,7 @@ def train_shared_model(
     invariance_group: str | None = None,
     cpus_per_worker: float = 1.0,
     position_window: int | None = None,
+    orbit_pool: str | None = None,
 ) -> dict[str, Any]:
     """Train the shared ViT on a dataset version's ciphertext and record it in the registry.
 
@@ -258,7 +264,9 @@ def train_shared_model(
     logger = get_run_logger()
     config = PlatformConfig.from_env()
     version = resolve_dataset_version(config, dataset_name, dataset_version)
-    spec = model_spec_for(version, variant, size, num_classes, invariance_group, position_window)
+    spec = model_spec_for(
+        version, variant, size, num_classes, invariance_group, position_window, orbit_pool
+    )
     train_config = TrainConfig(
         epochs=epochs,
         batch_size=batch_size,

@@ -51,6 +51,18 @@ def test_onboard_refuses_a_preset_it_contradicts_or_does_not_know(
     assert "no preset 'nope'" in capsys.readouterr().err
 
 
+def test_train_refuses_a_preset_it_contradicts_before_ray_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frontier = _write(tmp_path / "frontier.json", "p", _preset("p", "rf", default=True))
+    monkeypatch.setenv("PATCHVEIL_FRONTIER", str(frontier))
+    base = ["train", "--home", str(tmp_path / "home"), "--dataset", "d", "--preset", "p"]
+    assert main([*base, "--variant", "position_free"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("--variant position_free contradicts preset p (invariant)")
+    assert len(err.splitlines()) == 1
+
+
 def test_ciphers_lists_presets_with_their_measured_scores(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from patchveil.errors import PatchveilError
-from patchveil.presets import apply_preset, load_presets
+from patchveil.presets import apply_preset, load_presets, preset_training
 
 
 def _preset(name: str, group: str, default: bool = False) -> dict[str, object]:
@@ -80,6 +80,41 @@ def test_apply_preset_fills_what_is_missing_and_refuses_contradictions(tmp_path:
         apply_preset("p", None, 8, {}, path)
     with pytest.raises(PatchveilError, match="group=np contradicts"):
         apply_preset("p", None, None, {"group": "np"}, path)
+
+
+def test_a_preset_trains_as_it_was_measured(tmp_path: Path) -> None:
+    """`patchveil train --preset`: the preset's variant, parameters, learning rate and cutmix
+    fill what the command line leaves unset; a contradiction names both values."""
+    preset = _preset("p", "rf", default=True)
+    preset["model"] = {
+        "variant": "window_position",
+        "params": {"position_window": 4, "invariance_group": "rf", "orbit_pool": "sorted"},
+    }
+    path = _write(tmp_path / "f.json", "p", preset)
+    unset = dict.fromkeys(
+        (
+            "variant",
+            "invariance_group",
+            "position_window",
+            "orbit_pool",
+            "learning_rate",
+            "block_cutmix",
+        )
+    )
+    assert preset_training("p", unset, path) == {
+        "variant": "window_position",
+        "invariance_group": "rf",
+        "position_window": 4,
+        "orbit_pool": "sorted",
+        "learning_rate": 1e-3,
+        "block_cutmix": 0.5,
+    }
+    agreeing = {**unset, "variant": "window_position", "block_cutmix": 0.5}
+    assert preset_training("p", agreeing, path)["orbit_pool"] == "sorted"
+    with pytest.raises(PatchveilError, match="--orbit-pool mean contradicts preset p"):
+        preset_training("p", {**unset, "orbit_pool": "mean"}, path)
+    with pytest.raises(PatchveilError, match="no preset 'q'"):
+        preset_training("q", unset, path)
 
 
 def test_the_committed_frontier_loads_if_present() -> None:
