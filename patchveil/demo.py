@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,20 +47,68 @@ if TYPE_CHECKING:
 TENANTS = ("hospital-a", "factory-b", "bank-c", "clinic-d")
 NEW_TENANT = "lab-e"
 BLOCK_SIZE = 4
-# Key-management-free by construction: a fresh random block order for every image (derived
-# from the tenant's key and the image's nonce) inside each quadrant of the image (4×4-block
-# windows), which the window_position ViT ignores exactly. The quadrant layout is what leaks:
-# the demo's last stage runs the jigsaw audit on these ciphertexts.
 CIPHER = "disposable"
-WINDOW = 4
-CIPHER_PARAMS = {"group": "none", "window": WINDOW}
-VARIANT = "window_position"
 LOCALHOST = "127.0.0.1"
 PREFECT_UI_PORT = 4200  # Prefect's own default; another free port when it is taken
 PREFECT_SERVER_TIMEOUT_S = 180
 # The endpoint's clone policy at the demo's scale, in distinct images per tenant.
 DEMO_NORMAL_VOLUME = 1_000
 DEMO_CLONING_VOLUME = 3_000
+
+
+@dataclass(frozen=True)
+class DemoCipher:
+    """What the demo's tenants encrypt with and how the platform trains on it: the default
+    preset of the committed frontier (bench/results/frontier.json) where it has one."""
+
+    name: str
+    block_size: int
+    window: int
+    group: str
+    variant: str
+    invariance_group: str | None = None
+    orbit_pool: str | None = None
+    learning_rate: float = 1e-3
+    block_cutmix: float = 0.5
+    measured: str = ""
+
+    @property
+    def params(self) -> dict[str, object]:
+        return {"group": self.group, "window": self.window}
+
+    @property
+    def position_window(self) -> int | None:
+        return self.window if self.variant == "window_position" else None
+
+
+#: Without a default preset: a fresh random block order per image inside each quadrant (4×4-block
+#: windows), which the window_position ViT ignores exactly; the quadrant layout leaks, and the
+#: audit stage shows the jigsaw solver reassembling it.
+FALLBACK_CIPHER = DemoCipher(
+    "built-in (no default preset)", BLOCK_SIZE, 4, "none", "window_position"
+)
+
+
+def demo_cipher() -> DemoCipher:
+    """The committed default preset, else FALLBACK_CIPHER."""
+    from patchveil.presets import load_presets
+
+    preset = load_presets().default
+    if preset is None or preset.cipher != CIPHER or preset.image_size != 32:
+        return FALLBACK_CIPHER
+    params = dict(preset.model.get("params", {}))
+    return DemoCipher(
+        name=preset.name,
+        block_size=preset.block_size,
+        window=int(preset.params.get("window", 0)),
+        group=str(preset.params.get("group", "none")),
+        variant=str(preset.model["variant"]),
+        invariance_group=params.get("invariance_group"),
+        orbit_pool=params.get("orbit_pool"),
+        learning_rate=float(preset.training.get("learning_rate", 1e-3)),
+        block_cutmix=float(preset.training.get("block_cutmix", 0.5)),
+        measured=preset.summary(),
+    )
 
 
 def stage(title: str) -> None:
@@ -321,7 +370,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     for tenant_id, part in parts.items():
         print(f"  {tenant_id:<11} {len(part):>5} images → {sources[tenant_id]}")
 
+    chosen = demo_cipher()
     stage("2. Onboarding (Prefect flow → one Ray actor per tenant, each with its own key)")
+    print(
+        f"  cipher: {chosen.name}" + (f"\n  measured: {chosen.measured}" if chosen.measured else "")
+    )
     from patchveil.pipelines.onboarding import onboard_tenants
     from patchveil.pipelines.ray_runtime import ensure_ray
 
@@ -341,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     print("\n".join(watch))
     plan = {
-        "defaults": {"cipher": CIPHER, "block_size": BLOCK_SIZE, "params": CIPHER_PARAMS},
+        "defaults": {"cipher": CIPHER, "block_size": chosen.block_size, "params": chosen.params},
         "tenants": [
             {"tenant_id": tenant_id, "source": str(sources[tenant_id])} for tenant_id in TENANTS
         ],
@@ -373,9 +426,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     trained = train_shared_model(
         dataset_name=dataset,
-        variant=VARIANT,
-        position_window=WINDOW,
-        block_cutmix_prob=0.5,
+        variant=chosen.variant,
+        position_window=chosen.position_window,
+        invariance_group=chosen.invariance_group,
+        orbit_pool=chosen.orbit_pool,
+        learning_rate=chosen.learning_rate,
+        block_cutmix_prob=chosen.block_cutmix,
         size="cpu",
         epochs=epochs,
         num_workers=1,
@@ -402,7 +458,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     newcomer = Tenant(NEW_TENANT, out / "tenants" / NEW_TENANT / "keys")
     newcomer.create_key(
-        CipherSpec(CIPHER, BLOCK_SIZE, test.image_size, tuple(CIPHER_PARAMS.items()))
+        CipherSpec(CIPHER, chosen.block_size, test.image_size, tuple(chosen.params.items()))
     )
     print(
         f"  {NEW_TENANT} (key made after training) on the test images: {tenant_accuracy(newcomer):.1%}"
@@ -423,9 +479,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     sample = test.images[:100]
     ciphertexts = newcomer.encrypt(sample).images
-    group = str(CIPHER_PARAMS["group"])
-    solved = reconstruct(ciphertexts, BLOCK_SIZE, WINDOW, group)
-    scores = score_reconstructions(sample, solved, BLOCK_SIZE, group)
+    group = chosen.group
+    solved = reconstruct(ciphertexts, chosen.block_size, chosen.window, group)
+    scores = score_reconstructions(sample, solved, chosen.block_size, group)
     write_png(
         out / "attack.png",
         labelled_grid(
@@ -440,15 +496,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{scores.summary('ssim').mean:.2f}; picture: {out / 'attack.png'}"
     )
     gallery = np.concatenate([train.images[:1000], sample])
-    invariant, window = invariant_of(CIPHER, CIPHER_PARAMS)
+    invariant, window = invariant_of(CIPHER, chosen.params)
     linked = link_images(
-        gallery, ciphertexts, 1000 + np.arange(len(sample)), BLOCK_SIZE, invariant, window
+        gallery, ciphertexts, 1000 + np.arange(len(sample)), chosen.block_size, invariant, window
     )
+    reassembled = scores.summary("ssim").mean > 0.3
     print(
         f"  given {len(gallery)} known images, the platform names each ciphertext's source: "
-        f"rank-1 {linked.rank1:.1%}. Block order hides how an image looks from a glance, not "
-        "from a solver, and not which known image it is (README, threat model; "
-        "bench/results/audit_card.md for every cipher)"
+        f"rank-1 {linked.rank1:.1%}. "
+        + (
+            "Block order hides how an image looks from a glance, not from a solver"
+            if reassembled
+            else "The solver did not reassemble these images"
+        )
+        + ", and no key-free cipher hides which known image a ciphertext is (README, threat "
+        "model; bench/results/audit_card.md for every cipher)"
     )
 
     stage("7. Encrypted queries over HTTP (Ray Serve, Open Inference Protocol, clone defence on)")
@@ -459,7 +521,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         from patchveil.tenants.keys import CipherSpec
 
         stage("8. A cloner extracts the model: the monitor's flag, the clone check's verdict")
-        spec = CipherSpec(CIPHER, BLOCK_SIZE, 32, tuple(sorted(CIPHER_PARAMS.items())))
+        spec = CipherSpec(CIPHER, chosen.block_size, 32, tuple(sorted(chosen.params.items())))
         run_clone_stage(
             config,
             url,

@@ -54,3 +54,31 @@ def test_the_cloners_queries_are_distinct_variants_of_its_own_images() -> None:
     assert unshifted  # the images themselves are among the variants
     with pytest.raises(ValueError, match="at most"):
         variants(owned, 12 * 50 + 1, seed=0)
+
+
+def test_the_demo_uses_the_default_preset_or_says_there_is_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo encrypts and trains with the committed default preset (read, never typed)."""
+    from patchveil.demo import FALLBACK_CIPHER, demo_cipher
+    from tests.tune.test_presets import _preset, _write
+
+    preset = _preset("private", "rf", default=True)
+    preset["model"] = {
+        "variant": "invariant",
+        "params": {"invariance_group": "rf", "orbit_pool": "sorted"},
+    }
+    monkeypatch.setenv("PATCHVEIL_FRONTIER", str(_write(tmp_path / "f.json", "private", preset)))
+    chosen = demo_cipher()
+    assert (chosen.name, chosen.window, chosen.group, chosen.variant) == (
+        "private",
+        0,
+        "rf",
+        "invariant",
+    )
+    assert chosen.orbit_pool == "sorted" and chosen.position_window is None
+    assert "attack SSIM 0.14" in chosen.measured
+    monkeypatch.setenv(
+        "PATCHVEIL_FRONTIER", str(_write(tmp_path / "g.json", None, _preset("fast", "none")))
+    )
+    assert demo_cipher() == FALLBACK_CIPHER
