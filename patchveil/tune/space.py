@@ -305,19 +305,17 @@ def parse_choices(text: str | Sequence[str], cast: type) -> tuple[Any, ...]:
     return tuple(cast(item.strip()) for item in items if str(item).strip())
 
 
-#: `--start-with` keys and what each becomes (the Optuna parameter `suggest` draws).
-START_KEYS = (
-    "block",
-    "window",
-    "group",
-    "model",
-    "pool",
-    "lr",
-    "cutmix",
-    "depth",
-    "width",
-    "epochs",
-)
+#: `--start-with` keys for the dimensions that need no other: key → (Optuna parameter, type,
+#: the SearchSpace field offering the choices). block, window and model are handled apart.
+_PLAIN_START_KEYS: dict[str, tuple[str, type, str]] = {
+    "group": ("group", str, "groups"),
+    "pool": ("orbit_pool", str, "orbit_pools"),
+    "cutmix": ("block_cutmix", float, "block_cutmix"),
+    "depth": ("depth", int, "depths"),
+    "width": ("embed_dim", int, "widths"),
+    "epochs": ("epochs", int, "epochs"),
+}
+START_KEYS = ("block", "window", "model", "lr", *_PLAIN_START_KEYS)
 
 
 def start_point(text: str, space: SearchSpace) -> dict[str, Any]:
@@ -326,22 +324,23 @@ def start_point(text: str, space: SearchSpace) -> dict[str, Any]:
     given are drawn as usual; every value must be one the space offers."""
     given: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or key.strip() not in START_KEYS:
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or key not in START_KEYS:
             raise PatchveilError(
                 f"start point {text!r}: {item!r} is not KEY=VALUE with a key among "
                 f"{', '.join(START_KEYS)}"
             )
-        given[key.strip()] = value.strip()
+        given[key] = value
 
     def choose(key: str, cast: type, choices: Sequence[Any]) -> Any:
         try:
             value = cast(given[key])
         except ValueError:
+            kind = {int: "an integer", float: "a number"}.get(cast, "text")
             raise PatchveilError(
-                f"start point {text!r}: {key}={given[key]!r} is not a {cast.__name__}"
+                f"start point {text!r}: {key}={given[key]!r} is not {kind}"
             ) from None
-        if value not in choices:
+        if choices and value not in choices:
             raise PatchveilError(
                 f"start point {text!r}: {key}={value} is not in the search space "
                 f"({', '.join(map(str, choices))})"
@@ -349,37 +348,29 @@ def start_point(text: str, space: SearchSpace) -> dict[str, Any]:
         return value
 
     point: dict[str, Any] = {}
+    for key, (parameter, cast, field_name) in _PLAIN_START_KEYS.items():
+        if key in given:
+            point[parameter] = choose(key, cast, getattr(space, field_name))
+    if ("window" in given and "block" not in given) or (
+        "model" in given and not {"window", "group"} <= set(given)
+    ):
+        raise PatchveilError(
+            f"start point {text!r}: a window needs its block, a model its window and group"
+        )
     if "block" in given:
-        point["block_size"] = choose("block", int, space.block_sizes)
-    if "window" in given:
-        if "block" not in given:
-            raise PatchveilError(f"start point {text!r}: a window needs its block")
-        side = blocks_per_side(space.image_size, point["block_size"])
-        window = choose("window", int, windows_for(side))
-        point[f"window_b{point['block_size']}"] = window
-    if "group" in given:
-        point["group"] = choose("group", str, space.groups)
-    if "model" in given:
-        if "window" not in given or "group" not in given:
-            raise PatchveilError(f"start point {text!r}: a model needs its window and group")
-        window = point[f"window_b{point['block_size']}"]
-        variant = choose("model", str, compatible_variants(window, point["group"]))
-        if window:
-            point[f"position_w{window}"] = "per_window" if variant == "window_position" else "none"
-    if "pool" in given:
-        point["orbit_pool"] = choose("pool", str, space.orbit_pools)
+        block = point["block_size"] = choose("block", int, space.block_sizes)
+        if "window" in given:
+            window = choose("window", int, windows_for(blocks_per_side(space.image_size, block)))
+            point[f"window_b{block}"] = window
+            if "model" in given:
+                variant = choose("model", str, compatible_variants(window, point["group"]))
+                if window:
+                    position = "per_window" if variant == "window_position" else "none"
+                    point[f"position_w{window}"] = position
     if "lr" in given:
         low, high = space.learning_rate
-        rate = choose("lr", float, [float(given["lr"])])
+        rate = choose("lr", float, ())
         if not low <= rate <= high:
             raise PatchveilError(f"start point {text!r}: lr={rate} is outside [{low}, {high}]")
         point["learning_rate"] = rate
-    if "cutmix" in given:
-        point["block_cutmix"] = choose("cutmix", float, space.block_cutmix)
-    if "depth" in given:
-        point["depth"] = choose("depth", int, space.depths)
-    if "width" in given:
-        point["embed_dim"] = choose("width", int, space.widths)
-    if "epochs" in given:
-        point["epochs"] = choose("epochs", int, space.epochs)
     return point
