@@ -203,6 +203,50 @@ def trial_rows(
     return rows
 
 
+def _levers(config: TrialConfig) -> dict[str, str]:
+    """The settings a reader compares trials by (the window and its positions count as one
+    setting: the layout the cipher keeps and the model uses)."""
+    layout = "whole image"
+    if config.window:
+        positions = "positions per window" if config.variant == "window_position" else "no position"
+        layout = f"window {config.window}, {positions}"
+    return {
+        "layout": layout,
+        "group": config.group,
+        "orbit pool": config.orbit_pool if config.group != "none" else "–",
+        "block": str(config.block_size),
+        "depth × width": f"{config.depth}×{config.embed_dim}",
+        "learning rate": f"{config.learning_rate:.1e}",
+        "block cutmix": f"{config.block_cutmix:g}",
+        "epochs": str(config.epochs),
+    }
+
+
+def lever_pairs(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every pair of measured trials that differ in exactly one setting: what changing it did to
+    accuracy and to the strongest attack (positive deltas: the second trial is higher)."""
+    pairs = []
+    for first_index, first in enumerate(rows):
+        for second in rows[first_index + 1 :]:
+            a = _levers(TrialConfig.from_json(first["config"]))
+            b = _levers(TrialConfig.from_json(second["config"]))
+            changed = [name for name in a if a[name] != b[name]]
+            if len(changed) != 1:
+                continue
+            pairs.append(
+                {
+                    "lever": changed[0],
+                    "from": a[changed[0]],
+                    "to": b[changed[0]],
+                    "trials": [first["label"], second["label"]],
+                    "accuracy_delta": second["accuracy_objective"] - first["accuracy_objective"],
+                    "ssim_delta": second["attack_ssim"] - first["attack_ssim"],
+                    "neighbour_delta": second["attack_neighbour"] - first["attack_neighbour"],
+                }
+            )
+    return pairs
+
+
 def _key(config: TrialConfig) -> str:
     return repr(sorted(config.to_json().items()))
 
@@ -311,6 +355,21 @@ def markdown(payload: dict[str, Any]) -> str:
             f"**No default preset**: no trial kept the strongest attack at SSIM ≤ {SSIM_LIMIT} "
             f"and neighbour accuracy ≤ {NEIGHBOUR_LIMIT:.0%}."
         )
+    if payload.get("levers"):
+        lines += [
+            "",
+            "What each lever bought (pairs of trials that differ in one setting; accuracy is "
+            "min(own, fresh) on validation, in points):",
+            "",
+            "| lever | from → to | accuracy | attack SSIM | neighbour |",
+            "|---|---|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {pair['lever']} | {pair['from']} → {pair['to']} | "
+            f"{100 * pair['accuracy_delta']:+.1f} | {pair['ssim_delta']:+.2f} | "
+            f"{100 * pair['neighbour_delta']:+.1f} |"
+            for pair in payload["levers"]
+        ]
     if payload.get("failed"):
         lines += ["", "Failed trials:"]
         lines += [f"- {failure['label']}: {failure['error']}" for failure in payload["failed"]]
@@ -511,6 +570,7 @@ def run_frontier(
             if record.error is not None
         ],
         "presets": presets,
+        "levers": lever_pairs(rows),
     }
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ from patchveil.experiments.frontier import (
     FrontierExperiment,
     FrontierOptions,
     _plain_split,
+    lever_pairs,
     presets_of,
     run_frontier,
     trial_rows,
@@ -129,6 +130,26 @@ def test_rows_mark_the_front_and_name_the_presets() -> None:
     ]
     assert default == "disposable-b8-whole-rf-invariant"
     assert presets[1]["params"] == {"group": "rf", "window": 0} and presets[1]["default"]
+
+
+def test_lever_pairs_compare_trials_that_differ_in_one_setting() -> None:
+    whole, windowed = _config("rf", 0), _config("rf", 2)
+    other_group = _config("np", 0)
+    rows = trial_rows(
+        [
+            _record(whole, 0.40, 0.20, 0.05),
+            _record(windowed, 0.46, 0.25, 0.15),
+            _record(other_group, 0.38, 0.30, 0.08),
+        ],
+        [],
+    )
+    pairs = lever_pairs(rows)
+    assert [(p["lever"], p["from"], p["to"]) for p in pairs] == [
+        ("layout", "whole image", "window 2, positions per window"),
+        ("group", "rf", "np"),
+    ]
+    assert pairs[0]["accuracy_delta"] == pytest.approx(0.06)
+    assert pairs[0]["neighbour_delta"] == pytest.approx(0.10)
 
 
 def test_two_tiny_trials_through_tune(ray_session: Any, tmp_path: Path) -> None:
