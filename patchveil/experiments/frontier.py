@@ -311,6 +311,7 @@ def markdown(payload: dict[str, Any]) -> str:
         "# Privacy frontier: accuracy against the strongest attack (Ray Tune)",
         "",
         provenance_markdown(payload),
+        *([f"**Note**: {payload['note']}.", ""] if payload.get("note") else []),
         f"Data: {payload['data']}. Search: {settings['trials']} trials, OptunaSearch (NSGA-II, "
         f"population {settings['population_size']}) maximising min(own key, fresh key) "
         f"validation accuracy and minimising max(SSIM / {SSIM_LIMIT}, neighbour / "
@@ -475,6 +476,19 @@ def search_of(
     return space, [start_point(text, space) for text in options.start_with]
 
 
+def tune_settings(options: FrontierOptions, storage: str) -> TuneSettings:
+    return TuneSettings(
+        storage_path=storage,
+        num_workers=options.workers,
+        cpus_per_trial=float(options.cpus),
+        use_gpu=options.gpu,
+        batch_size=options.batch_size,
+        attack_images=options.attack_images,
+        seed=options.seed,
+        grace_period=options.grace_period,
+    )
+
+
 def run_frontier(
     options: FrontierOptions, progress: Any = print, command: list[str] | None = None
 ) -> dict[str, Any]:
@@ -501,16 +515,7 @@ def run_frontier(
         ray.init(num_cpus=options.cpus, include_dashboard=False, log_to_driver=False)
     storage = options.storage or tempfile.mkdtemp(prefix="patchveil-frontier-")
     population = max(2, min(8, options.trials // 2))
-    settings = TuneSettings(
-        storage_path=storage,
-        num_workers=options.workers,
-        cpus_per_trial=float(options.cpus),
-        use_gpu=options.gpu,
-        batch_size=options.batch_size,
-        attack_images=options.attack_images,
-        seed=options.seed,
-        grace_period=options.grace_period,
-    )
+    settings = tune_settings(options, storage)
     try:
         progress(f"searching {options.trials} trials ({space.to_json()})")
         records = tune_frontier(
@@ -532,10 +537,26 @@ def run_frontier(
     finally:
         if started_here:
             ray.shutdown()
+    return publish(options, str(folder), space, settings, records, references, command)
+
+
+def publish(
+    options: FrontierOptions,
+    folder: str,
+    space: SearchSpace,
+    settings: TuneSettings,
+    records: Sequence[TrialRecord],
+    references: Sequence[TrialRecord],
+    command: list[str] | None = None,
+    note: str | None = None,
+) -> dict[str, Any]:
+    """Rows, front, presets and levers of measured trials → the three result files."""
+    population = max(2, min(8, options.trials // 2))
     rows = trial_rows(records, references)
     presets, default_name = presets_of(rows)
     payload = {
         **provenance(command),
+        **({"note": note} if note else {}),
         "default_preset": default_name,
         "default_rule": (
             f"most accurate min(own key, fresh key) with attack SSIM <= {SSIM_LIMIT} and "
@@ -581,6 +602,32 @@ def run_frontier(
     return payload
 
 
+def records_from_storage(experiment: Path | str) -> list[TrialRecord]:
+    """The trials of a Tune experiment folder as their last report left them (a run stopped
+    before its end: finished trials whole, the running one at its last epoch)."""
+    import json
+
+    records = []
+    for trial in sorted(Path(experiment).iterdir(), key=lambda path: path.stat().st_mtime):
+        params, results = trial / "params.json", trial / "result.json"
+        if not (params.is_file() and results.is_file()):
+            continue
+        lines = [line for line in results.read_text().splitlines() if line.strip()]
+        if not lines:
+            continue
+        last = json.loads(lines[-1])
+        config = TrialConfig.from_json(json.loads(params.read_text())["trial"])
+        metrics = {
+            name: value
+            for name, value in last.items()
+            if isinstance(value, int | float) and not isinstance(value, bool)
+        }
+        records.append(TrialRecord(config, metrics, int(last.get("epoch", 0))))
+    if not records:
+        raise SystemExit(f"frontier: no measured trial in {experiment}")
+    return records
+
+
 def options_of(args: argparse.Namespace) -> FrontierOptions:
     return FrontierOptions(
         trials=args.trials,
@@ -615,8 +662,36 @@ def options_of(args: argparse.Namespace) -> FrontierOptions:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_frontier_arguments(parser)
+    parser.add_argument(
+        "--from-storage",
+        metavar="DIR",
+        help="publish the trials a stopped run left in its Tune experiment folder (no search)",
+    )
+    parser.add_argument("--note", help="with --from-storage: how that run was started")
     args = parser.parse_args(argv)
-    payload = run_frontier(options_of(args))
+    options = options_of(args)
+    if args.from_storage:
+        from patchveil.tenants.loaders import default_cifar_dir
+
+        folder = str(options.data or default_cifar_dir())
+        space, _ = search_of(options)
+        note = (
+            f"trials read from the Tune folder of a run stopped before its end "
+            f"({Path(args.from_storage).name}); the options above are that run's; plain "
+            "references only where that run reached them" + (f"; {args.note}" if args.note else "")
+        )
+        records = records_from_storage(args.from_storage)
+        payload = publish(
+            options,
+            folder,
+            space,
+            tune_settings(options, args.from_storage),
+            records,
+            [],
+            note=note,
+        )
+    else:
+        payload = run_frontier(options)
     print(markdown(payload))
     return payload
 

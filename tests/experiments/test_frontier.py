@@ -18,6 +18,7 @@ from patchveil.experiments.frontier import (
     _plain_split,
     lever_pairs,
     presets_of,
+    records_from_storage,
     run_frontier,
     trial_rows,
 )
@@ -130,6 +131,25 @@ def test_rows_mark_the_front_and_name_the_presets() -> None:
     ]
     assert default == "disposable-b8-whole-rf-invariant"
     assert presets[1]["params"] == {"group": "rf", "window": 0} and presets[1]["default"]
+
+
+def test_a_stopped_run_is_read_back_from_tune_storage(tmp_path: Path) -> None:
+    """A long search stopped early still publishes what it measured: finished trials whole,
+    the running one at its last reported epoch."""
+    for index, (config, epochs) in enumerate([(_config("rf", 0), 1), (_config("rf", 2), 1)]):
+        trial = tmp_path / f"trial_{index}"
+        trial.mkdir()
+        (trial / "params.json").write_text(json.dumps({"trial": config.to_json()}))
+        reports = [
+            {"epoch": epoch, "own_key_accuracy": 0.3 + epoch / 100, "done": False}
+            for epoch in range(1, epochs + 1)
+        ]
+        (trial / "result.json").write_text("\n".join(json.dumps(r) for r in reports) + "\n")
+    (tmp_path / "tuner.pkl").write_bytes(b"")  # Tune's own files are skipped
+    records = records_from_storage(tmp_path)
+    assert [record.config.window for record in records] == [0, 2]
+    assert records[0].metrics["own_key_accuracy"] == pytest.approx(0.31)
+    assert "done" not in records[0].metrics and records[0].epochs_trained == 1
 
 
 def test_lever_pairs_compare_trials_that_differ_in_one_setting() -> None:
