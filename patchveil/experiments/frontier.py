@@ -224,8 +224,10 @@ def _levers(config: TrialConfig) -> dict[str, str]:
 
 def lever_pairs(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every pair of measured trials that differ in exactly one setting: what changing it did to
-    accuracy and to the strongest attack (positive deltas: the second trial is higher)."""
+    accuracy and to the strongest attack (positive deltas: the second trial is higher). Trials
+    stopped early are left out: their accuracy is at another budget."""
     pairs = []
+    rows = [row for row in rows if not row["stopped_early"]]
     for first_index, first in enumerate(rows):
         for second in rows[first_index + 1 :]:
             a = _levers(TrialConfig.from_json(first["config"]))
