@@ -91,22 +91,22 @@ FALLBACK_CIPHER = DemoCipher(
 
 def demo_cipher() -> DemoCipher:
     """The committed default preset, else FALLBACK_CIPHER."""
-    from patchveil.presets import load_presets
+    from patchveil.presets import TRAINING_FIELDS, load_presets, preset_training
 
     preset = load_presets().default
     if preset is None or preset.cipher != CIPHER or preset.image_size != 32:
         return FALLBACK_CIPHER
-    params = dict(preset.model.get("params", {}))
+    training = preset_training(preset.name, dict.fromkeys(TRAINING_FIELDS))
     return DemoCipher(
         name=preset.name,
         block_size=preset.block_size,
         window=int(preset.params.get("window", 0)),
         group=str(preset.params.get("group", "none")),
-        variant=str(preset.model["variant"]),
-        invariance_group=params.get("invariance_group"),
-        orbit_pool=params.get("orbit_pool"),
-        learning_rate=float(preset.training.get("learning_rate", 1e-3)),
-        block_cutmix=float(preset.training.get("block_cutmix", 0.5)),
+        variant=str(training["variant"]),
+        invariance_group=training["invariance_group"],
+        orbit_pool=training["orbit_pool"],
+        learning_rate=float(training["learning_rate"] or 1e-3),
+        block_cutmix=float(training["block_cutmix"] or 0.0),
         measured=preset.summary(),
     )
 

@@ -20,6 +20,10 @@ SOURCES = {
     "linkage_and_keys": "linkage_and_keys.json",
     "leakage_and_inversion": "leakage_and_inversion.json",
     "model_inversion": "model_inversion.json",
+    # The same strong jigsaw, run by the group sweep and on every frontier trial's ciphertexts.
+    "jigsaw_groups": "jigsaw_groups.json",
+    "frontier": "frontier.json",
+    "frontier_rf_15_epochs": "frontier_rf_15_epochs.json",
 }
 # Accuracy tables, most trusted first (longer training first).
 ACCURACY_SOURCES = ("paper_table_15_epochs.json", "paper_table.json")
@@ -152,7 +156,7 @@ def build_card(
             rows[setting] = CardRow(setting, accuracy.get(setting))
         return rows[setting]
 
-    for source_row in _rows(sources.get("jigsaw")):
+    for source_row in jigsaw_rows(sources):
         best = strongest_solver(source_row)
         card_row = row_for(source_row)
         known = card_row.attacks.get("jigsaw")
@@ -192,6 +196,42 @@ def build_card(
             ("queries", "ssim_to_class_mean", "recognisability", "noise_recognisability"),
         )
     return sorted(rows.values(), key=lambda row: (row.setting.image_size, row.setting.label()))
+
+
+def jigsaw_rows(sources: Mapping[str, Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Every strong-jigsaw result in the shape of jigsaw_strong's rows: its own, the group
+    sweep's, and each frontier trial's attack on its validation ciphertexts."""
+    rows = list(_rows(sources.get("jigsaw")))
+    sweep = sources.get("jigsaw_groups") or {}
+    for row in _rows(sweep):
+        rows.append(
+            {
+                "cipher": "disposable",
+                "params": {"group": row["group"], "window": 0},
+                "block_size": sweep.get("block_size", 4),
+                "image_size": sweep.get("image_size", 32),
+                "configuration": f"group sweep, {row['images']} test images",
+                "strong": row["scores"],
+            }
+        )
+    for name in ("frontier", "frontier_rf_15_epochs"):
+        for trial in (sources.get(name) or {}).get("trials", []):
+            config = trial["config"]
+            rows.append(
+                {
+                    "cipher": config["cipher"],
+                    "params": {"group": config["group"], "window": config["window"]},
+                    "block_size": config["block_size"],
+                    "image_size": config["image_size"],
+                    "configuration": f"{name} trial {trial['label']}, validation images",
+                    "strong": {
+                        "direct": trial["attack_direct"],
+                        "neighbour": trial["attack_neighbour"],
+                        "ssim": trial["attack_ssim"],
+                    },
+                }
+            )
+    return rows
 
 
 def strongest_solver(source_row: Mapping[str, Any]) -> dict[str, Any] | None:

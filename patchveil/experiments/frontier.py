@@ -28,7 +28,13 @@ import numpy as np
 
 from patchveil.experiments.options import AFFORDABLE_GROUPS, RESULTS, add_frontier_arguments
 from patchveil.reporting import provenance, provenance_markdown, write_json, write_text
-from patchveil.tune.driver import TrialRecord, TuneSettings, run_configs, tune_frontier
+from patchveil.tune.driver import (
+    TrialRecord,
+    TuneSettings,
+    population_for,
+    run_configs,
+    tune_frontier,
+)
 from patchveil.tune.objectives import (
     NEIGHBOUR_LIMIT,
     SSIM_LIMIT,
@@ -516,7 +522,7 @@ def run_frontier(
     if started_here:
         ray.init(num_cpus=options.cpus, include_dashboard=False, log_to_driver=False)
     storage = options.storage or tempfile.mkdtemp(prefix="patchveil-frontier-")
-    population = max(2, min(8, options.trials // 2))
+    population = population_for(options.trials)
     settings = tune_settings(options, storage)
     try:
         progress(f"searching {options.trials} trials ({space.to_json()})")
@@ -553,7 +559,7 @@ def publish(
     note: str | None = None,
 ) -> dict[str, Any]:
     """Rows, front, presets and levers of measured trials → the three result files."""
-    population = max(2, min(8, options.trials // 2))
+    population = population_for(options.trials)
     rows = trial_rows(records, references)
     presets, default_name = presets_of(rows)
     payload = {

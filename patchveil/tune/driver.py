@@ -62,6 +62,12 @@ class TuneSettings:
             )
 
 
+def population_for(trials: int) -> int:
+    """NSGA-II's generation size: small, so a short search reaches its second generation
+    (Optuna's default is 50)."""
+    return max(2, min(8, trials // 2))
+
+
 def _trainable(experiment: TrialExperiment, settings: TuneSettings) -> Any:
     """The function trainable with its fixed arguments and explicit resources: in-process
     training gets the trial's CPUs; with Train workers the trial only coordinates."""
@@ -173,7 +179,7 @@ def tune_frontier(
         raise PatchveilError(f"trials must be at least 1, got {trials}")
     # NSGA-II breeds once a generation is measured: a small population lets a short search
     # reach its second generation (Optuna's default is 50).
-    population = population_size or max(2, min(8, trials // 2))
+    population = population_size or population_for(trials)
     searcher = OptunaSearch(
         space=functools.partial(suggest, space=space),
         metric=list(OBJECTIVES),
