@@ -29,6 +29,13 @@ products) every piece is expanded into its |G| versions and at most one is used 
 clusters are re-oriented as a whole when they merge ("type 2" puzzles for `rf`, colour variants
 for `cs`/`np`). The solver sees ciphertexts and public parameters only (block size, window,
 group name). Pure numpy.
+
+Pixel shuffles (`px` groups): a piece's pixels come in a random order, so no seam exists to
+measure; what is left of a piece is its multiset of colours. The seams are then scored from that
+(`set_seam_parts`): the best seam two such pieces could form (the pixels of each nearest to the
+other's, M of them, as if the attacker could lay them along the shared edge) and the distance of
+their mean colours. Both are the same in every direction, so the arrangement is found up to a
+turn or mirror of the whole picture (the scoring forgives that).
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ import numpy as np
 
 from patchveil.audit.jigsaw import group_versions, solve_each_window
 from patchveil.errors import PatchveilError
+from patchveil.groups import parse_group
 
 #: Gallagher's dummy gradients: keep each border's gradient covariance invertible.
 DUMMY_GRADIENTS = np.array(
@@ -197,6 +205,54 @@ def seam_parts(pieces: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
             )
         )
     return out
+
+
+#: At most this many pixels of a pixel-shuffled piece enter the nearest-pixel seam (evenly
+#: spaced ranks by brightness, the piece's colour quantiles): 16 = every pixel of a 4-px block.
+SET_SEAM_PIXELS = 16
+
+
+def colour_quantiles(pieces: np.ndarray, count: int = SET_SEAM_PIXELS) -> np.ndarray:
+    """[S, M, M, C] → [S, k, C] float: each piece's pixels sorted by brightness, k ≤ `count`
+    of them at evenly spaced ranks (all of them when the piece has no more)."""
+    pixels = pieces.reshape(len(pieces), -1, pieces.shape[-1]).astype(np.float64)
+    order = np.argsort(pixels.sum(axis=2), axis=1, kind="stable")
+    ranked = np.take_along_axis(pixels, order[..., None], axis=1)
+    if ranked.shape[1] <= count:
+        return ranked
+    picks = np.linspace(0, ranked.shape[1] - 1, count).round().astype(int)
+    return ranked[:, picks]
+
+
+def set_seam_parts(pieces: np.ndarray, chunk: int = 64) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`seam_parts` for pieces whose pixels are shuffled ([S, M, M, C]): per relation (the same
+    matrix for right and down) the nearest-pixel seam and the mean-colour distance [S, S], each
+    scaled by its median (a piece beside itself: infinite).
+
+    The nearest-pixel seam of (i, j): for every pixel of j its distance to the nearest pixel of
+    i, the M smallest averaged, and the same from i to j; the mean of both ways."""
+    side = pieces.shape[1]
+    colours = colour_quantiles(pieces)
+    count, taken = colours.shape[0], min(side, colours.shape[1])
+    seam = np.empty((count, count))
+    for start in range(0, count, chunk):
+        part = colours[start : start + chunk]  # [c, k, C]
+        # distance of every pixel of every piece j to every pixel of piece i: [c, S, k_i, k_j]
+        gaps = np.sqrt(
+            ((part[:, None, :, None, :] - colours[None, :, None, :, :]) ** 2).sum(axis=-1)
+        )
+        to_j = np.sort(gaps.min(axis=2), axis=-1)[..., :taken].mean(axis=-1)
+        to_i = np.sort(gaps.min(axis=3), axis=-1)[..., :taken].mean(axis=-1)
+        seam[start : start + chunk] = (to_j + to_i) / 2
+    means = pieces.reshape(count, -1, pieces.shape[-1]).astype(np.float64).mean(axis=1)
+    colour = np.sqrt(((means[:, None] - means[None]) ** 2).sum(axis=-1))
+    out = []
+    for matrix in (seam, colour):
+        matrix = matrix.copy()
+        np.fill_diagonal(matrix, np.inf)
+        finite = np.isfinite(matrix)
+        out.append(matrix / (np.median(matrix[finite]) + 1e-9))
+    return [(out[0], out[1]), (out[0].copy(), out[1].copy())]
 
 
 def dissimilarities(pieces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -529,7 +585,9 @@ def solve(pieces: np.ndarray, side: int, group: str = "none", frame_limited: boo
     elements = piece_group(group, pieces.shape[1])
     versions = elements.size
     states = group_versions(pieces, group) if group != "none" else pieces[:, None]
-    parts = seam_parts(states.reshape(count * versions, *pieces.shape[1:]))
+    flat_states = states.reshape(count * versions, *pieces.shape[1:])
+    shuffled = parse_group(group).pixel_shuffle
+    parts = set_seam_parts(flat_states) if shuffled else seam_parts(flat_states)
     piece_of = np.arange(count * versions) // versions
     same = piece_of[:, None] == piece_of[None, :]
 

@@ -8,7 +8,8 @@ one plain block through an in-block transform drawn from a known family, so a bl
 - A per-block group (`disposable`'s `group`: none, np, cs, rf and their products): the invariant
   is the block's orbit under the group. We take the smallest of the |G| hashes of the block's
   |G| images under the group (a canonical representative of the orbit, like the lexicographically
-  smallest, but cheaper to compare).
+  smallest, but cheaper to compare). With a pixel shuffle (`px`) every image under the listed
+  part of the group has its pixels sorted first (the block's multiset of colour triples).
 - A fixed, unknown permutation of in-block positions with per-position negative–positive (the
   shared-key ciphers: conventional, restricted, invariant, etc, pixel): the sorted multiset of
   folded values min(v, 255 − v) of the block ("fold"); on 4-bit values for `le` ("nibble_fold").
@@ -102,23 +103,34 @@ def canonical_block_keys(
         top = 0x0F if invariant == NIBBLE_FOLD else 0xFF
         folded = np.sort(np.minimum(flat, top - flat), axis=1)
         return _hash_rows(folded, weights).reshape(count, per_image)
+    from patchveil.groups import parse_group
     from patchveil.tenants.ciphers.disposable import group_tables  # public, unkeyed tables
 
     orders, flips = group_tables(invariant, block_size)
-    return orbit_keys(flat, orders, flips, chunk_values).reshape(count, per_image)
+    sort_pixels = parse_group(invariant).pixel_shuffle
+    return orbit_keys(flat, orders, flips, chunk_values, sort_pixels).reshape(count, per_image)
 
 
 def orbit_keys(
-    rows: np.ndarray, orders: np.ndarray, flips: np.ndarray, chunk_values: int = 1 << 22
+    rows: np.ndarray,
+    orders: np.ndarray,
+    flips: np.ndarray,
+    chunk_values: int = 1 << 22,
+    sort_pixels: bool = False,
 ) -> np.ndarray:
     """uint64 [B]: the smallest hash over a group's images `row[orders[g]] ^ flips[g]` of each
-    row (the same for every row of one orbit)."""
-    weights = _hash_weights(rows.shape[1])
+    row (the same for every row of one orbit); with `sort_pixels` each image's pixels (colour
+    triples) are sorted before hashing (the orbit under any pixel order too)."""
+    weights = _hash_weights(rows.shape[1] // 3 if sort_pixels else rows.shape[1])
     keys = np.empty(len(rows), dtype=np.uint64)
     step = max(1, chunk_values // (len(orders) * rows.shape[1]))
     for start in range(0, len(rows), step):
         part = rows[start : start + step]
         variants = part[:, orders] ^ flips[None]  # (B, |G|, L): the whole orbit of each row
+        if sort_pixels:
+            triples = variants.reshape(*variants.shape[:2], -1, 3).astype(np.uint32)
+            colours = (triples[..., 0] << 16) | (triples[..., 1] << 8) | triples[..., 2]
+            variants = np.sort(colours, axis=-1)
         keys[start : start + step] = _hash_rows(variants, weights).min(axis=1)
     return keys
 

@@ -61,7 +61,9 @@ def whole_image_versions(images: np.ndarray, group: str) -> list[np.ndarray]:
     (255 − x) with `np`; just the images with `none`."""
     parsed = parse_group(group)
     geometric = [images]
-    if parsed.rotation_flip:
+    # With a pixel shuffle a block has no inside orientation: its seams look the same every way
+    # round, so a reassembly is only known up to a turn/mirror of the whole picture too.
+    if parsed.rotation_flip or parsed.pixel_shuffle:
         geometric = [
             np.rot90(flipped, turns, axes=(1, 2))
             for flipped in (images, images[:, :, ::-1])
@@ -78,14 +80,21 @@ def whole_image_versions(images: np.ndarray, group: str) -> list[np.ndarray]:
     return out
 
 
-def block_ids(candidates: np.ndarray, plain: np.ndarray, block_size: int) -> tuple[np.ndarray, ...]:
-    """Per image, a number for every block by its exact pixels: ([N, side, side] of the
-    candidates, [N, side, side] of the plain images); equal blocks of one image share a number."""
+def block_ids(
+    candidates: np.ndarray, plain: np.ndarray, block_size: int, sort_pixels: bool = False
+) -> tuple[np.ndarray, ...]:
+    """Per image, a number for every block by its exact pixels (with `sort_pixels`: by its
+    multiset of colour triples, for ciphers that shuffle pixels inside blocks): ([N, side, side]
+    of the candidates, [N, side, side] of the plain images); equal blocks of one image share a
+    number."""
     mine, original = to_blocks(candidates, block_size), to_blocks(plain, block_size)
     count, side = original.shape[:2]
     flat = np.concatenate(
         [mine.reshape(count, side * side, -1), original.reshape(count, side * side, -1)], axis=1
     )
+    if sort_pixels:
+        triples = flat.reshape(count, 2 * side * side, -1, 3).astype(np.uint32)
+        flat = np.sort((triples[..., 0] << 16) | (triples[..., 1] << 8) | triples[..., 2], axis=-1)
     rows = np.ascontiguousarray(flat).view(np.dtype((np.void, flat.shape[2] * flat.itemsize)))
     ids = np.empty(rows.shape[:2], dtype=np.int64)
     for image in range(count):
@@ -94,15 +103,19 @@ def block_ids(candidates: np.ndarray, plain: np.ndarray, block_size: int) -> tup
     return ids[:, 0], ids[:, 1]
 
 
-def direct_accuracy(candidates: np.ndarray, plain: np.ndarray, block_size: int) -> np.ndarray:
+def direct_accuracy(
+    candidates: np.ndarray, plain: np.ndarray, block_size: int, sort_pixels: bool = False
+) -> np.ndarray:
     """Per image, the share of block positions where the candidate's block is the plain one."""
-    mine, original = block_ids(candidates, plain, block_size)
+    mine, original = block_ids(candidates, plain, block_size, sort_pixels)
     return (mine == original).mean(axis=(1, 2))
 
 
-def neighbour_accuracy(candidates: np.ndarray, plain: np.ndarray, block_size: int) -> np.ndarray:
+def neighbour_accuracy(
+    candidates: np.ndarray, plain: np.ndarray, block_size: int, sort_pixels: bool = False
+) -> np.ndarray:
     """Per image, the share of the candidate's adjacent block pairs adjacent so in the plain."""
-    mine, original = block_ids(candidates, plain, block_size)
+    mine, original = block_ids(candidates, plain, block_size, sort_pixels)
     side = original.shape[1]
     base = 2 * side * side  # more than any block number
     shares = np.empty(len(mine))
@@ -120,10 +133,12 @@ def neighbour_accuracy(candidates: np.ndarray, plain: np.ndarray, block_size: in
     return shares
 
 
-def largest_component(candidates: np.ndarray, plain: np.ndarray, block_size: int) -> np.ndarray:
+def largest_component(
+    candidates: np.ndarray, plain: np.ndarray, block_size: int, sort_pixels: bool = False
+) -> np.ndarray:
     """Per image, the largest 4-connected set of blocks that one common shift puts on their plain
     positions (blocks placed correctly relative to each other), as a share of all blocks."""
-    mine, original = block_ids(candidates, plain, block_size)
+    mine, original = block_ids(candidates, plain, block_size, sort_pixels)
     side = original.shape[1]
     shifts = [(dr, dc) for dr in range(-side + 1, side) for dc in range(-side + 1, side)]
     shares = np.empty(len(mine))
@@ -162,6 +177,13 @@ def largest_connected_set(masks: np.ndarray) -> np.ndarray:
         if present.size:
             sizes[number] = np.bincount(present).max()
     return sizes
+
+
+def block_means(images: np.ndarray, block_size: int) -> np.ndarray:
+    """Every block filled with its mean colour (rounded), images like the input."""
+    grid = to_blocks(images, block_size).astype(np.float64)
+    means = grid.mean(axis=(3, 4), keepdims=True)
+    return from_blocks(np.broadcast_to(np.rint(means), grid.shape).astype(np.uint8))
 
 
 def box_mean(images: np.ndarray, window: int) -> np.ndarray:
@@ -259,12 +281,21 @@ def score_reconstructions(
         raise PatchveilError(
             f"plain {plain.shape} and reconstructions {reconstructed.shape} differ"
         )
+    sort_pixels = parse_group(group).pixel_shuffle
+
+    def rendered(version: np.ndarray) -> list[np.ndarray]:
+        # A block whose pixels are shuffled is also drawn as its mean colour (the attacker's
+        # best guess at its inside); the better-scoring drawing counts.
+        return [version, block_means(version, block_size)] if sort_pixels else [version]
+
     measures = {
-        "direct": lambda version: direct_accuracy(version, plain, block_size),
-        "neighbour": lambda version: neighbour_accuracy(version, plain, block_size),
-        "largest_component": lambda version: largest_component(version, plain, block_size),
-        "ssim": lambda version: ssim(version, plain),
-        "psnr": lambda version: psnr(version, plain),
+        "direct": lambda version: direct_accuracy(version, plain, block_size, sort_pixels),
+        "neighbour": lambda version: neighbour_accuracy(version, plain, block_size, sort_pixels),
+        "largest_component": lambda version: largest_component(
+            version, plain, block_size, sort_pixels
+        ),
+        "ssim": lambda version: np.max([ssim(drawn, plain) for drawn in rendered(version)], 0),
+        "psnr": lambda version: np.max([psnr(drawn, plain) for drawn in rendered(version)], 0),
     }
     versions = whole_image_versions(reconstructed, group)
     best = {

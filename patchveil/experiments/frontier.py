@@ -320,6 +320,13 @@ def markdown(payload: dict[str, Any]) -> str:
         "",
         provenance_markdown(payload),
         *([f"**Note**: {payload['note']}.", ""] if payload.get("note") else []),
+        *[
+            f"Merged from `{prior['file']}` (commit {str(prior['commit'])[:10]}, "
+            f"{prior['date']}, attack on {prior['attack_images']} images): "
+            f"{', '.join(prior['trials'])}; its command: `{prior['command']}`."
+            for prior in payload.get("merged", [])
+        ],
+        *([""] if payload.get("merged") else []),
         f"Data: {payload['data']}. Search: {settings['trials']} trials, OptunaSearch (NSGA-II, "
         f"population {settings['population_size']}) maximising min(own key, fresh key) "
         f"validation accuracy and minimising max(SSIM / {SSIM_LIMIT}, neighbour / "
@@ -497,10 +504,89 @@ def tune_settings(options: FrontierOptions, storage: str) -> TuneSettings:
     )
 
 
+#: Numbers a published trial row carries back into a record when results are merged.
+_ROW_METRICS = (
+    "own_key_accuracy",
+    "fresh_key_accuracy",
+    "attack_ssim",
+    "attack_ssim_median",
+    "attack_neighbour",
+    "attack_direct",
+    "linkage_rank1",
+    "accuracy_objective",
+    "attack_objective",
+    "attack_seconds",
+)
+
+
+@dataclass(frozen=True)
+class PriorResults:
+    """Trials and plain references an earlier run published, to be shown beside a new run's."""
+
+    path: str
+    records: tuple[TrialRecord, ...]
+    references: tuple[TrialRecord, ...]
+    about: dict[str, Any]
+
+
+def prior_results(path: Path | str, data: str) -> PriorResults:
+    """The trials of a published frontier file (`bench/results/frontier*.json`) as records. Its
+    data must be the new run's (`data`, the payload's description of it): accuracies at another
+    data budget are not comparable, so that is refused in one line."""
+    import json
+
+    try:
+        payload = json.loads(Path(path).read_text())
+        rows, references = payload["trials"], payload.get("references", [])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise SystemExit(f"frontier: {path} is not a published frontier file ({error})") from None
+    if payload.get("data") != data:
+        raise SystemExit(
+            f"frontier: {path} was measured on other data ({payload.get('data')!r}); "
+            f"this run uses {data!r}"
+        )
+    records = tuple(
+        TrialRecord(
+            TrialConfig.from_json(row["config"]),
+            {name: row[name] for name in _ROW_METRICS if row.get(name) is not None},
+            int(row["epochs_trained"]),
+        )
+        for row in rows
+    )
+    plain = tuple(
+        TrialRecord(
+            TrialConfig.from_json(reference["config"]),
+            {"own_key_accuracy": reference["plain_accuracy"]},
+            int(reference["config"]["epochs"]),
+            reference.get("error"),
+        )
+        for reference in references
+    )
+    about = {
+        "file": Path(path).name,
+        **{name: payload.get(name) for name in ("command", "commit", "machine", "date")},
+        "trials": [record.config.label for record in records],
+        "attack_images": payload.get("settings", {}).get("attack_images"),
+    }
+    return PriorResults(str(path), records, plain, about)
+
+
+def data_description(options: FrontierOptions, folder: str) -> str:
+    return (
+        f"CIFAR-10 training split at {Path(folder).name}: {options.train_images} training "
+        f"and {options.validation_images} validation images dealt to {options.tenants} "
+        "tenants (no test image)"
+    )
+
+
 def run_frontier(
-    options: FrontierOptions, progress: Any = print, command: list[str] | None = None
+    options: FrontierOptions,
+    progress: Any = print,
+    command: list[str] | None = None,
+    merge: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Search, run the plain references, choose the default, write the three result files."""
+    """Search, run the plain references (those `merge`'s files do not already hold), choose the
+    default among the new trials and the merged ones, write the three result files."""
     import ray
 
     from patchveil.tenants.loaders import default_cifar_dir
@@ -517,6 +603,7 @@ def run_frontier(
         seed=options.seed,
     )
     space, start_with = search_of(options, int(_plain_split(data)[0].shape[1]))
+    priors = [prior_results(path, data_description(options, str(folder))) for path in merge]
     experiment = FrontierExperiment(data)
     started_here = not ray.is_initialized()
     if started_here:
@@ -535,17 +622,31 @@ def run_frontier(
             progress=progress,
             start_with=start_with,
         )
+        known = [r for prior in priors for r in prior.references if r.error is None]
+        have = {_key(r.config) for r in known}
         wanted = {
             _key(r.config.plain_reference()): r.config.plain_reference()
             for r in records
-            if r.error is None
+            if r.error is None and _key(r.config.plain_reference()) not in have
         }
-        progress(f"plain references at the same budget: {len(wanted)}")
-        references = run_configs(experiment, list(wanted.values()), settings, progress=progress)
+        progress(f"plain references at the same budget: {len(wanted)} to train, {len(have)} merged")
+        references = known + run_configs(
+            experiment, list(wanted.values()), settings, progress=progress
+        )
     finally:
         if started_here:
             ray.shutdown()
-    return publish(options, str(folder), space, settings, records, references, command)
+    merged = [r for prior in priors for r in prior.records]
+    return publish(
+        options,
+        str(folder),
+        space,
+        settings,
+        [*records, *merged],
+        references,
+        command,
+        merged=[prior.about for prior in priors],
+    )
 
 
 def publish(
@@ -557,24 +658,23 @@ def publish(
     references: Sequence[TrialRecord],
     command: list[str] | None = None,
     note: str | None = None,
+    merged: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """Rows, front, presets and levers of measured trials → the three result files."""
+    """Rows, front, presets and levers of measured trials → the three result files. `merged`
+    describes earlier runs whose trials are among `records` (file, command, commit, trials)."""
     population = population_for(options.trials)
     rows = trial_rows(records, references)
     presets, default_name = presets_of(rows)
     payload = {
         **provenance(command),
         **({"note": note} if note else {}),
+        **({"merged": list(merged)} if merged else {}),
         "default_preset": default_name,
         "default_rule": (
             f"most accurate min(own key, fresh key) with attack SSIM <= {SSIM_LIMIT} and "
             f"neighbour <= {NEIGHBOUR_LIMIT}"
         ),
-        "data": (
-            f"CIFAR-10 training split at {Path(folder).name}: {options.train_images} training "
-            f"and {options.validation_images} validation images dealt to {options.tenants} "
-            "tenants (no test image)"
-        ),
+        "data": data_description(options, folder),
         "settings": {
             **{k: v for k, v in asdict(options).items() if k not in ("data", "out", "storage")},
             "population_size": population,
@@ -676,6 +776,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="publish the trials a stopped run left in its Tune experiment folder (no search)",
     )
     parser.add_argument("--note", help="with --from-storage: how that run was started")
+    parser.add_argument(
+        "--merge",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help="a published frontier file on the same data whose trials (and plain references) "
+        "join this run's front and default choice (repeatable)",
+    )
     args = parser.parse_args(argv)
     options = options_of(args)
     if args.from_storage:
@@ -699,7 +807,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             note=note,
         )
     else:
-        payload = run_frontier(options)
+        payload = run_frontier(options, merge=args.merge)
     print(markdown(payload))
     return payload
 

@@ -14,6 +14,12 @@ each filter's strongest response over the orbit, `pool="mean_max"` both (twice t
 invariant of the filter responses; |G| times the features).
 With no position embedding, the whole ViT then gives the same output for every per-image,
 per-block choice of group elements and every block order: a new key changes nothing.
+
+A group with a pixel shuffle (`px`) has (M²)! elements: no orbit can be listed. `SetPatchEmbed`
+is invariant to it by construction instead (DeepSets): every pixel's colour goes through the same
+small network, and the block's feature is the mean and the max over its pixels, which do not
+depend on the pixels' order; the remaining negative–positive and colour shuffle are absorbed as
+above (an even first layer; orbit pooling over the 6 channel orders).
 """
 
 from __future__ import annotations
@@ -104,6 +110,72 @@ class OrbitPatchEmbed(nn.Module):
                 moved = torch.rot90(moved, turns, dims=(-2, -1))
             response = self.filters(moved).flatten(1)  # [B·T, hidden]
             responses.append(response.abs() if self.signed else torch.relu(response))
+        return self.project(orbit_pool(responses, self.pool).reshape(batch, rows * cols, -1))
+
+
+class SetPatchEmbed(nn.Module):
+    """Drop-in for timm's `PatchEmbed`, exactly invariant to any order of a patch's pixels (and
+    to negative–positive and colour shuffles where the group has them)."""
+
+    def __init__(
+        self,
+        img_size: int,
+        patch_size: int,
+        in_chans: int,
+        embed_dim: int,
+        group: str = "px",
+        hidden_dim: int | None = None,
+        pool: str = "mean",
+    ) -> None:
+        super().__init__()
+        parsed = parse_group(group)
+        if in_chans != 3:
+            raise ValueError("the set patch embedding acts on RGB patches (in_chans=3)")
+        if not parsed.pixel_shuffle or parsed.rotation_flip:
+            raise ValueError(f"the set patch embedding is for pixel-shuffle groups, not {group!r}")
+        if pool not in ORBIT_POOLS:
+            raise ValueError(f"unknown orbit pool {pool!r}; choose one of {', '.join(ORBIT_POOLS)}")
+        self.pool = pool
+        self.img_size = (img_size, img_size)
+        self.patch_size = (patch_size, patch_size)
+        self.grid_size = (img_size // patch_size, img_size // patch_size)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.flatten = True
+        self.output_fmt = "NLC"
+        self.dynamic_img_pad = False
+        self.group = group
+        hidden = hidden_dim or max(32, embed_dim // 2)
+        self.colours = patch_moves(parsed.table_group)
+        self.signed = parsed.negative_positive
+        # Per pixel: an even first layer when the group negates blocks (|W x|, no bias).
+        self.first = nn.Linear(in_chans, hidden, bias=not self.signed)
+        self.second = nn.Sequential(nn.GELU(), nn.Linear(hidden, hidden), nn.GELU())
+        widths = {"mean": 1, "max": 1, "mean_max": 2, "sorted": len(self.colours)}
+        # Mean and max over the pixels: 2·hidden features per channel order.
+        self.project = nn.Linear(2 * hidden * widths[pool], embed_dim)
+        self.norm = nn.Identity()
+
+    def feat_ratio(self, as_scalar: bool = True) -> int | tuple[int, int]:
+        return self.patch_size[0] if as_scalar else self.patch_size
+
+    def dynamic_feat_size(self, img_size: tuple[int, int]) -> tuple[int, int]:
+        return img_size[0] // self.patch_size[0], img_size[1] // self.patch_size[1]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        batch, _, height, width = images.shape
+        size = self.patch_size[0]
+        rows, cols = height // size, width // size
+        # Pixels of every patch: [B·T, M², 3].
+        pixels = (
+            images.reshape(batch, 3, rows, size, cols, size)
+            .permute(0, 2, 4, 3, 5, 1)
+            .reshape(batch * rows * cols, size * size, 3)
+        )
+        responses = []
+        for colour, _, _ in self.colours:
+            first = self.first(pixels[..., list(colour)])
+            features = self.second(first.abs() if self.signed else first)  # [B·T, M², hidden]
+            responses.append(torch.cat([features.mean(1), features.amax(1)], dim=-1))
         return self.project(orbit_pool(responses, self.pool).reshape(batch, rows * cols, -1))
 
 

@@ -13,8 +13,13 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from patchveil.errors import PatchveilError
-from patchveil.groups import window_of_blocks
-from patchveil.models.invariant_embed import INVARIANCE_GROUPS, ORBIT_POOLS, OrbitPatchEmbed
+from patchveil.groups import parse_group, window_of_blocks
+from patchveil.models.invariant_embed import (
+    INVARIANCE_GROUPS,
+    ORBIT_POOLS,
+    OrbitPatchEmbed,
+    SetPatchEmbed,
+)
 
 
 @dataclass(frozen=True)
@@ -326,11 +331,13 @@ def invariant(spec: ModelSpec) -> VisionTransformer:
     )
 
 
-def _orbit_embed(spec: ModelSpec, group: str) -> Callable[..., OrbitPatchEmbed]:
-    """timm's `embed_layer` hook: a patch embedding exactly invariant to `group` in each patch."""
+def _orbit_embed(spec: ModelSpec, group: str) -> Callable[..., OrbitPatchEmbed | SetPatchEmbed]:
+    """timm's `embed_layer` hook: a patch embedding exactly invariant to `group` in each patch
+    (a set function of the pixels when the group shuffles them)."""
+    layer = SetPatchEmbed if parse_group(group).pixel_shuffle else OrbitPatchEmbed
 
-    def embed(**kwargs: Any) -> OrbitPatchEmbed:
-        return OrbitPatchEmbed(
+    def embed(**kwargs: Any) -> OrbitPatchEmbed | SetPatchEmbed:
+        return layer(
             img_size=spec.image_size,
             patch_size=spec.patch_size,
             in_chans=spec.in_chans,

@@ -99,7 +99,7 @@ def test_a_valid_configuration_round_trips_and_builds_its_model() -> None:
 
 @pytest.mark.parametrize("sampler", ["random", "nsga2"])
 def test_every_sampled_configuration_is_valid(sampler: str) -> None:
-    """300 draws over every block size, window, group and model of a 32-px image: each one
+    """400 draws over every block size, window, group and model of a 32-px image: each one
     builds (TrialConfig checks it on construction, and again here) and the draws cover the
     conditional choices."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -113,7 +113,7 @@ def test_every_sampled_configuration_is_valid(sampler: str) -> None:
     )
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=chosen)
     seen, pools = set(), set()
-    for index in range(300):
+    for index in range(400):
         trial = study.ask()
         config = trial_config_of(suggest(trial, space))
         check_config(config)

@@ -1,6 +1,7 @@
 """`disposable`: a fresh key per image. Every image gets its own random block order and, for
 every block, its own random element of a small group G acting inside the block (negative–positive,
-colour shuffle, optionally the 8 rotations/flips).
+colour shuffle, optionally the 8 rotations/flips, or with `px` a random order of the block's
+pixels: then no edge inside a block survives).
 
 Nothing is shared between images, so the cross-image statistics that reveal a fixed in-block key
 do not exist; and a position-free ViT whose patch embedding is invariant to G
@@ -17,7 +18,6 @@ into one puzzle per window. A ViT with one learned position per window and none 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import ClassVar
 
@@ -45,6 +45,7 @@ def group_tables(group: str, block_size: int) -> tuple[np.ndarray, np.ndarray]:
         parsed = parse_group(group)
     except ValueError as error:
         raise CipherConfigError(str(error)) from None
+    # A pixel shuffle (`px`) is not listed: it has (M²)! elements, drawn per block instead.
     moves = np.arange(3 * block_size * block_size, dtype=np.int64)[None]
     if parsed.colour_shuffle:
         moves = channel_orders(block_size, ALL_CHANNEL_PERMUTATIONS)
@@ -82,9 +83,9 @@ class DisposableCipher(Cipher):
             None if self._windows is None else np.argsort(self._windows, kind="stable")
         )
         self._windows_small = None if self._windows is None else self._windows.astype(np.uint16)
-        self._orders, self._flips = group_tables(
-            str(self.spec.param_dict["group"]), self.spec.block_size
-        )
+        group = str(self.spec.param_dict["group"])
+        self._orders, self._flips = group_tables(group, self.spec.block_size)
+        self._pixel_shuffle = parse_group(group).pixel_shuffle
         # Every group element is an in-block order (a "move") and a flip of the whole block:
         # split them, so a block's flip is one XOR and its move touches only moved blocks.
         if not (self._flips == self._flips[:, :1]).all():
@@ -121,6 +122,38 @@ class DisposableCipher(Cipher):
         element = (raw[:, 1] % np.uint64(len(self._orders))).astype(np.int64)
         return block_order, element
 
+    def _draw_pixel_orders(self, nonces: np.ndarray) -> np.ndarray:
+        """Per image and encrypted block position, a uniform order of the block's pixels
+        (N, blocks, M²): encrypted pixel k is pixel order[k] of the block before the shuffle. A
+        stream of its own, so the block orders and elements are those of the group without `px`."""
+        count, pixels = self._blocks.shape[0], self.spec.block_size**2
+        key = self._key
+        stream = b"".join(
+            [key.keystream(f"disposable-px/{nonce}").head(8 * count * pixels) for nonce in nonces]
+        )
+        raw = np.frombuffer(stream, dtype=">u8").astype(np.uint64)
+        return stable_argsort(raw.reshape(len(nonces) * count, pixels)).reshape(
+            len(nonces), count, pixels
+        )
+
+    def _shuffle_pixels(
+        self, flat: np.ndarray, nonces: np.ndarray, inverse: bool, out: np.ndarray
+    ) -> None:
+        """Every block's pixels in its own drawn order (`inverse`: back), `flat` → `out`."""
+        size, block = self.spec.image_size, self.spec.block_size
+        side = size // block
+        count = len(flat)
+        grid = flat.reshape(count, side, block, side, block, 3).transpose(0, 1, 3, 2, 4, 5)
+        pixels = grid.reshape(count, side * side, block * block, 3)
+        order = self._draw_pixel_orders(nonces)[..., None]
+        if inverse:
+            moved = np.empty_like(pixels)
+            np.put_along_axis(moved, order, pixels, axis=2)
+        else:
+            moved = np.take_along_axis(pixels, order, axis=2)
+        target = out.reshape(count, side, block, side, block, 3)
+        target[...] = moved.reshape(count, side, side, block, block, 3).transpose(0, 1, 3, 2, 4, 5)
+
     def transform_per_image(
         self,
         flat: np.ndarray,
@@ -134,6 +167,28 @@ class DisposableCipher(Cipher):
         # XOR flips[element[j]] (0 or 0xFF over the whole block, so it commutes with the order).
         # Whole blocks move in one gather of block rows; blocks that also flip or reorder are
         # worked on grouped by their order, then put back (`move_and_transform_blocks`).
+        if self._pixel_shuffle:
+            # The pixel shuffle comes last on the way in and is undone first on the way out.
+            if inverse:
+                unshuffled = np.empty_like(flat)
+                self._shuffle_pixels(flat, nonces, True, unshuffled)
+                self._move_and_transform(unshuffled, nonces, True, out, device, scratch)
+            else:
+                self._move_and_transform(flat, nonces, False, out, device, scratch)
+                self._shuffle_pixels(out.copy(), nonces, False, out)
+            return
+        self._move_and_transform(flat, nonces, inverse, out, device, scratch)
+
+    def _move_and_transform(
+        self,
+        flat: np.ndarray,
+        nonces: np.ndarray,
+        inverse: bool,
+        out: np.ndarray,
+        device: str | None,
+        scratch: Scratch | None,
+    ) -> None:
+        """The block order and the listed group element of every block (the pixel shuffle apart)."""
         block_order, element = self._draw(nonces)
         size, block_size = self.spec.image_size, self.spec.block_size
         if inverse:
@@ -171,13 +226,15 @@ class DisposableCipher(Cipher):
     def key_space_bits(cls, spec: CipherSpec) -> float:
         """Distinct transforms of one image (each image draws its own)."""
         count = spec.blocks_per_side**2
-        group_size = len(group_tables(str(spec.param_dict["group"]), spec.block_size)[0])
+        group = str(spec.param_dict["group"])
+        group_tables(group, spec.block_size)  # names a known group
+        group_bits = parse_group(group).log2_order(spec.block_size)
         window = check_window(spec)
         if window == 0:
             orders = log2_factorial(count)
         else:
             orders = (spec.blocks_per_side // window) ** 2 * log2_factorial(window * window)
-        return orders + count * math.log2(group_size)
+        return orders + count * group_bits
 
 
 def check_window(spec: CipherSpec) -> int:
