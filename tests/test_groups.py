@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from patchveil.groups import GROUP_NAMES, parse_group, window_of_blocks
+from patchveil.models.invariant_embed import SetPatchEmbed
 from patchveil.models.preprocess import images_to_tensor
 from patchveil.models.vit import ModelSpec, create_vit_from_spec
 from patchveil.tenants.ciphers import create_cipher
@@ -30,7 +33,7 @@ def test_unknown_group_is_refused_on_both_sides() -> None:
         create_cipher(Key.generate("t", CipherSpec("disposable", 4, 16, (("group", "xy"),))))
 
 
-@pytest.mark.parametrize("name", ["none", "np", "cs", "rf", "np_cs", "np_cs_rf"])
+@pytest.mark.parametrize("name", ["none", "np", "cs", "rf", "np_cs", "np_cs_rf", "px", "np_cs_px"])
 def test_invariant_vit_ignores_every_disposable_key(name: str) -> None:
     """Exact key independence: the same logits for plain images and for any per-image key."""
     torch.manual_seed(0)
@@ -51,7 +54,7 @@ def test_invariant_vit_ignores_every_disposable_key(name: str) -> None:
             torch.testing.assert_close(logits, reference, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["none", "rf", "np_cs"])
+@pytest.mark.parametrize("name", ["none", "rf", "np_cs", "np_px"])
 def test_window_position_vit_ignores_every_windowed_disposable_key(name: str) -> None:
     """The same exactness with the coarse layout kept: window 2 of a 4×4-block grid."""
     torch.manual_seed(0)
@@ -110,6 +113,59 @@ def test_orbit_pool_is_checked_and_needs_a_group() -> None:
                 params=(("position_window", 2), ("orbit_pool", "max")),
             )
         )
+
+
+def block_colours(images: np.ndarray, block_size: int) -> np.ndarray:
+    """[N, blocks, M²]: every block's colours as 24-bit numbers, sorted (its colour multiset)."""
+    count, size = images.shape[:2]
+    side = size // block_size
+    grid = images.reshape(count, side, block_size, side, block_size, 3).transpose(0, 1, 3, 2, 4, 5)
+    pixels = grid.reshape(count, side * side, -1, 3).astype(np.int64)
+    return np.sort(pixels @ np.array([1 << 16, 1 << 8, 1]), axis=-1)
+
+
+@pytest.mark.parametrize("window", [0, 2])
+@pytest.mark.parametrize("name", ["px", "np_px", "cs_px", "np_cs_px"])
+def test_a_pixel_shuffle_draws_a_fresh_pixel_order_per_block_and_decrypts(
+    name: str, window: int
+) -> None:
+    images = np.random.default_rng(4).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    spec = CipherSpec("disposable", 4, 16, (("group", name), ("window", window)))
+    cipher = create_cipher(Key.generate("a", spec))
+    nonces = np.arange(4) + 11
+    encrypted = cipher.encrypt(images, nonces)
+    assert np.array_equal(cipher.decrypt(encrypted, nonces), images)
+    again = cipher.encrypt(images, nonces + 100)  # other nonces: other orders
+    assert not np.array_equal(again, encrypted)
+    if name == "px":
+        # Only positions change: the multiset of block colour multisets is the plain one, and
+        # inside a block the pixels are in an order of their own (not just a moved block).
+        plain_sets = np.sort(block_colours(images, 4).reshape(4, -1), axis=1)
+        cipher_sets = np.sort(block_colours(encrypted, 4).reshape(4, -1), axis=1)
+        assert np.array_equal(plain_sets, cipher_sets)
+        plain_blocks = {bytes(b) for b in to_rows(images)}
+        assert len(plain_blocks & {bytes(b) for b in to_rows(encrypted)}) < 4
+    assert parse_group(name).pixel_shuffle and not parse_group(name).rotation_flip
+
+
+def to_rows(images: np.ndarray) -> np.ndarray:
+    count, size = images.shape[:2]
+    side = size // 4
+    grid = images.reshape(count, side, 4, side, 4, 3).transpose(0, 1, 3, 2, 4, 5)
+    return grid.reshape(-1, 48)
+
+
+def test_pixel_shuffle_groups_count_their_elements_and_refuse_rf() -> None:
+    assert parse_group("np_cs_px").table_group == "np_cs"
+    assert parse_group("px").log2_order(4) == pytest.approx(math.log2(math.factorial(16)))
+    spec = CipherSpec("disposable", 4, 16, (("group", "np_px"),))
+    bits = create_cipher(Key.generate("a", spec)).key_space_bits(spec)
+    # 16! block orders, and 16 blocks × (negative–positive × 16! pixel orders).
+    assert bits == pytest.approx(math.log2(math.factorial(16)) * 17 + 16)
+    with pytest.raises(ValueError, match="choose one of"):
+        parse_group("rf_px")
+    with pytest.raises(ValueError, match="pixel-shuffle groups"):
+        SetPatchEmbed(16, 4, 3, 32, group="np_cs")
 
 
 def test_windows_are_numbered_in_raster_order() -> None:

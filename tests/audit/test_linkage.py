@@ -31,6 +31,8 @@ def encrypt(images: np.ndarray, name: str, params: tuple = ()) -> np.ndarray:
         (("group", "rf"), ("window", 0)),
         (("group", "none"), ("window", 2)),
         (("group", "np_cs_rf"), ("window", 2)),
+        (("group", "px"), ("window", 0)),
+        (("group", "np_cs_px"), ("window", 2)),
     ],
 )
 def test_every_source_of_a_disposable_cipher_ranks_first(params: tuple) -> None:

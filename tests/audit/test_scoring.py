@@ -124,6 +124,32 @@ def test_a_whole_picture_transform_is_forgiven_only_where_the_group_makes_it_amb
     assert max(strict.ssim) < 0.2
 
 
+def shuffle_pixels_in_blocks(images: np.ndarray, block_size: int, seed: int) -> np.ndarray:
+    """Each block's pixels in a random order of its own (what a `px` group does to a block)."""
+    grid = to_blocks(images, block_size)
+    count, side = grid.shape[:2]
+    pixels = grid.reshape(count, side, side, block_size * block_size, 3).copy()
+    generator = np.random.default_rng(seed)
+    for index in np.ndindex(count, side, side):
+        pixels[index] = pixels[index][generator.permutation(block_size * block_size)]
+    return from_blocks(pixels.reshape(grid.shape))
+
+
+def test_pixel_shuffled_blocks_count_as_their_block_and_a_turned_picture_is_forgiven() -> None:
+    """With `px` a block is known by its colours (their order is the key's): a reassembly in
+    the plain order scores full marks whatever the pixel orders, and so does one turned as a
+    whole (a pixel-shuffled jigsaw has no orientation); without `px` neither would."""
+    plain = random_images()
+    shuffled = shuffle_pixels_in_blocks(plain, 4, seed=1)
+    for candidate in (shuffled, np.ascontiguousarray(np.rot90(shuffled, 1, axes=(1, 2)))):
+        scored = score_reconstructions(plain, candidate, 4, "px")
+        assert scored.direct == (1.0, 1.0) and scored.neighbour == (1.0, 1.0)
+        assert max(score_reconstructions(plain, candidate, 4, "none").direct) < 0.2
+    # The attacker may also draw each block as its mean colour: SSIM is the better drawing's.
+    scored = score_reconstructions(plain, shuffled, 4, "px")
+    assert min(scored.ssim) >= max(ssim(shuffled, plain)) - 1e-12
+
+
 def test_summaries_and_json() -> None:
     plain = random_images(4)
     reconstructed = plain.copy()

@@ -18,9 +18,13 @@ from patchveil.experiments.frontier import (
     _plain_split,
     lever_pairs,
     presets_of,
+    prior_results,
+    publish,
     records_from_storage,
     run_frontier,
+    search_of,
     trial_rows,
+    tune_settings,
 )
 from patchveil.tenants.loaders import default_cifar_dir
 from patchveil.tune.driver import TrialRecord
@@ -150,6 +154,40 @@ def test_a_stopped_run_is_read_back_from_tune_storage(tmp_path: Path) -> None:
     assert [record.config.window for record in records] == [0, 2]
     assert records[0].metrics["own_key_accuracy"] == pytest.approx(0.31)
     assert "done" not in records[0].metrics and records[0].epochs_trained == 1
+
+
+def test_a_published_run_is_merged_into_a_later_one(tmp_path: Path) -> None:
+    """`--merge`: an earlier run's trials and plain references come back as records, so a later
+    run shows them on its front (and needs no plain reference it already has); a file measured
+    on other data is refused."""
+    earlier, later = _config("rf", 0), _config("px", 0)
+    reference = TrialRecord(earlier.plain_reference(), {"own_key_accuracy": 0.55}, 1)
+    options = FrontierOptions(out=str(tmp_path), name="earlier", train_images=40)
+    space, _ = search_of(options)
+    folder = str(default_cifar_dir())
+    settings = tune_settings(options, str(tmp_path))
+    publish(options, folder, space, settings, [_record(earlier, 0.4, 0.2, 0.12)], [reference])
+    data = json.loads((tmp_path / "earlier.json").read_text())["data"]
+    prior = prior_results(tmp_path / "earlier.json", data)
+    assert [r.config for r in prior.records] == [earlier]
+    assert prior.records[0].metrics["attack_neighbour"] == 0.12
+    assert prior.references[0].metrics == {"own_key_accuracy": 0.55}
+    payload = publish(
+        FrontierOptions(out=str(tmp_path), name="later", train_images=40),
+        folder,
+        space,
+        settings,
+        [_record(later, 0.35, 0.15, 0.08), *prior.records],
+        list(prior.references),
+        merged=[prior.about],
+    )
+    assert [row["label"] for row in payload["trials"]] == [later.label, earlier.label]
+    assert payload["trials"][1]["plain_accuracy"] == 0.55
+    assert payload["default_preset"] == f"disposable-{later.label}"
+    assert payload["merged"][0]["file"] == "earlier.json"
+    assert "Merged from `earlier.json`" in (tmp_path / "later.md").read_text()
+    with pytest.raises(SystemExit, match="other data"):
+        prior_results(tmp_path / "earlier.json", data.replace("40 training", "80 training"))
 
 
 def test_lever_pairs_compare_trials_that_differ_in_one_setting() -> None:
