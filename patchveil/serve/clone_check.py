@@ -8,7 +8,11 @@ suspect already gave on the probes (`labels` [N], optionally `probabilities` [N,
 Our side answers the same probes encrypted (the served model reads ciphertext; for a key-free
 cipher any tenant's key gives the same answers). The verdict is `ownership.decide` against a
 null of independently trained models (`--null`, scored on the same probes), or a calibration
-saved by an earlier check on the same probes and model.
+saved by an earlier check on the same probes and model: the shared-error test (does the
+suspect repeat our errors more than the null models do; exact p-value) or the watermark test
+decides, the mean z-score is reported (rule and assumptions: `ownership`'s docstring). A
+calibration file holds the null models' labels per probe, which the shared-error test needs;
+files of an earlier format (z-score only) are refused with a request to calibrate again.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from patchveil.errors import PatchveilError
 from patchveil.serve import ownership
 
 HTTP_BATCH = 128
-_CALIBRATION_FORMAT = 1
+_CALIBRATION_FORMAT = 2  # 2: the null models' labels per probe (shared-error test)
 
 
 class CloneCheckError(PatchveilError):
@@ -241,7 +245,10 @@ def scores_of(
     probes: np.ndarray,
     our_probabilities: np.ndarray,
     our_watermark: np.ndarray | None,
+    true_labels: np.ndarray | None = None,
 ) -> ownership.SuspectScores:
+    """A suspect's answers on the probes compared with ours; `true_labels` [N], when the
+    operator has the probes' labels, restrict the shared-error test to our wrong answers."""
     answers = suspect.answer(probes)
     if answers.probabilities is not None and answers.probabilities.shape != our_probabilities.shape:
         raise CloneCheckError(
@@ -249,7 +256,7 @@ def scores_of(
             f"{our_probabilities.shape[1]}"
         )
     return ownership.suspect_scores(
-        our_probabilities, answers.labels, answers.probabilities, our_watermark
+        our_probabilities, answers.labels, answers.probabilities, our_watermark, true_labels
     )
 
 
@@ -271,15 +278,32 @@ def load_calibration(
 ) -> ownership.NullCalibration:
     try:
         document = json.loads(path.read_text())
+        version_found = document["format"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise CloneCheckError(f"{path}: not a clone-check calibration file") from None
+    if version_found != _CALIBRATION_FORMAT:
+        raise CloneCheckError(
+            f"{path} is a format-{version_found} calibration; this check needs format "
+            f"{_CALIBRATION_FORMAT} (the null models' labels per probe, for the shared-error "
+            "test): calibrate again with --null and --save-calibration"
+        )
+    try:
         found = (document["model"], int(document["model_version"]), document["probe_digest"])
+        null_labels = tuple(tuple(int(label) for label in row) for row in document["null_labels"])
         calibration = ownership.NullCalibration(
             means={k: float(v) for k, v in document["means"].items()},
             scales={k: float(v) for k, v in document["scales"].items()},
             models=int(document["models"]),
             watermark_chance=float(document["watermark_chance"]),
+            null_labels=null_labels,
         )
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise CloneCheckError(f"{path}: not a clone-check calibration file") from None
+    if len(null_labels) != calibration.models or len({len(row) for row in null_labels}) > 1:
+        raise CloneCheckError(
+            f"{path} holds labels of {len(null_labels)} null models for {calibration.models}; "
+            "calibrate again with --null"
+        )
     if found != (model, version, probes):
         raise CloneCheckError(
             f"{path} calibrates {found[0]} v{found[1]} on other probes; calibrate again with "
@@ -293,8 +317,12 @@ def calibrate_on(
     probes: np.ndarray,
     our_probabilities: np.ndarray,
     our_watermark: np.ndarray | None,
+    true_labels: np.ndarray | None = None,
 ) -> tuple[ownership.NullCalibration, list[ownership.SuspectScores]]:
-    scored = [scores_of(null, probes, our_probabilities, our_watermark) for null in nulls]
+    """The null models' calibration on these probes, and each one's scores."""
+    scored = [
+        scores_of(null, probes, our_probabilities, our_watermark, true_labels) for null in nulls
+    ]
     return ownership.calibrate(scored), scored
 
 

@@ -133,20 +133,28 @@ def test_the_cli_names_a_clone_and_clears_an_independent_model(
     assert found["is_clone"] and found["scores"]["label_agreement"] == pytest.approx(1.0)
     assert found["model_version"] == 1 and found["probes"] == PROBES
     assert found["null_models"] == 3
+    shared = found["shared_errors"]
+    assert shared["p_value"] <= found["significance"] and shared["rate"] == pytest.approx(1.0)
+    assert shared["null_models"] == 3 and not shared["true_labels"]
+    assert any("repeats" in reason for reason in found["reasons"])
+    assert len(json.loads(calibration.read_text())["null_labels"]) == 3
     # An independent model checked against the saved calibration of the other two... and the
     # saved calibration is reused without the null models.
     again = run_check(platform, str(platform["clone"]), "--calibration", str(calibration))
     assert again["score"] == pytest.approx(found["score"])
+    assert again["shared_errors"] == found["shared_errors"] and again["is_clone"]
     others = [item for path in platform["nulls"][1:] for item in ("--null", str(path))]
     independent = run_check(platform, str(platform["nulls"][0]), *others)
-    assert not independent["is_clone"]
+    assert not independent["is_clone"] and independent["shared_errors"]["p_value"] > 0.01
 
 
 def test_a_calibration_for_other_probes_is_refused(
     platform: dict[str, Any], tmp_path: Path
 ) -> None:
     path = tmp_path / "calibration.json"
-    calibration = NullCalibration({"label_agreement": 0.1}, {"label_agreement": 0.05}, 2, 0.05)
+    calibration = NullCalibration(
+        {"label_agreement": 0.1}, {"label_agreement": 0.05}, 2, 0.05, ((0, 1, 2), (2, 1, 0))
+    )
     save_calibration(path, calibration, MODEL_NAME, 1, "another-probe-set")
     with pytest.raises(CloneCheckError, match="other probes"):
         load_calibration(path, MODEL_NAME, 1, "this-probe-set")
@@ -154,6 +162,31 @@ def test_a_calibration_for_other_probes_is_refused(
     (tmp_path / "junk.json").write_text("{")
     with pytest.raises(CloneCheckError, match="not a clone-check calibration"):
         load_calibration(tmp_path / "junk.json", MODEL_NAME, 1, "x")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(CloneCheckError, match="not a clone-check calibration"):
+        load_calibration(tmp_path / "list.json", MODEL_NAME, 1, "x")
+
+
+def test_a_calibration_without_the_null_models_labels_is_refused(tmp_path: Path) -> None:
+    """Format 1 (the z-score's means and spreads only) cannot feed the shared-error test."""
+    document = {
+        "format": 1,
+        "model": MODEL_NAME,
+        "model_version": 1,
+        "probe_digest": "0123456789abcdef",
+        "means": {"label_agreement": 0.39},
+        "scales": {"label_agreement": 0.02},
+        "models": 4,
+        "watermark_chance": 0.05,
+    }
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(document))
+    with pytest.raises(CloneCheckError, match=r"format-1 calibration.*calibrate again"):
+        load_calibration(old, MODEL_NAME, 1, document["probe_digest"])
+    short = NullCalibration({"label_agreement": 0.1}, {"label_agreement": 0.05}, 2, 0.05)
+    save_calibration(tmp_path / "short.json", short, MODEL_NAME, 1, "probes")
+    with pytest.raises(CloneCheckError, match="labels of 0 null models for 2"):
+        load_calibration(tmp_path / "short.json", MODEL_NAME, 1, "probes")
 
 
 def test_usage_errors_are_one_line_before_any_model_loads(

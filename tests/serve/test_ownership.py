@@ -1,4 +1,5 @@
-"""Tests for the clone check: scores, calibration against independent models, ROC and AUC."""
+"""Tests for the clone check: scores, the shared-error test, calibration against independent
+models, the decision, ROC and AUC."""
 
 from __future__ import annotations
 
@@ -7,11 +8,16 @@ import pytest
 
 from patchveil.errors import PatchveilError
 from patchveil.serve.ownership import (
+    NullCalibration,
     auc,
     calibrate,
     clone_score,
     decide,
+    errors_of_ours,
+    model_correlation,
+    overdispersed_binomial_tail,
     roc_curve,
+    shared_error_test,
     suspect_scores,
     threshold_at_false_positive_rate,
     watermark_p_value,
@@ -46,16 +52,22 @@ def clone_model(seed: int) -> np.ndarray:
 
 
 OURS = answers(ORIGINAL)
+TRUE_LABELS = (PROBE_INPUTS @ TRUTH.T).argmax(axis=1)
 # Watermark probes: every 20th, answered by us with a label other than our top-1.
 WATERMARK = np.full(PROBES, -1)
 WATERMARK[::20] = (OURS[::20].argmax(axis=1) + 1) % CLASSES
 
 
-def scores_of(theirs: np.ndarray, repeats_watermark: bool = False, labels_only: bool = False):
+def scores_of(
+    theirs: np.ndarray,
+    repeats_watermark: bool = False,
+    labels_only: bool = False,
+    true_labels: np.ndarray | None = None,
+):
     labels = theirs.argmax(axis=1)
     if repeats_watermark:
         labels = np.where(WATERMARK >= 0, WATERMARK, labels)
-    return suspect_scores(OURS, labels, None if labels_only else theirs, WATERMARK)
+    return suspect_scores(OURS, labels, None if labels_only else theirs, WATERMARK, true_labels)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +84,13 @@ def test_a_clone_is_named_and_an_independent_model_is_not(null) -> None:
     assert decide(clone, null).is_clone
     verdict = decide(independent, null)
     assert not verdict.is_clone and verdict.reasons == ()
-    assert decide(clone, null).to_json()["scores"]["probes"] == PROBES
+    assert verdict.shared_errors.p_value > 0.01
+    named = decide(clone, null)
+    assert named.to_json()["scores"]["probes"] == PROBES
+    assert named.shared_errors.p_value < 1e-20 and "repeats" in named.reasons[0]
+    assert named.shared_errors.rate > 2 * named.shared_errors.null_rate
+    assert set(named.to_json()["shared_errors"]) >= {"p_value", "rate", "null_rate", "repeats"}
+    assert "labels" not in named.to_json()["scores"]  # per-probe answers stay out of reports
 
 
 def test_labels_alone_still_separate(null) -> None:
@@ -128,3 +146,140 @@ def test_bad_answers_are_refused() -> None:
         suspect_scores(OURS, OURS.argmax(axis=1), OURS[:, :5])
     with pytest.raises(PatchveilError):
         calibrate([])
+
+
+def test_the_overdispersed_binomial_tail_on_known_cases() -> None:
+    from scipy import stats
+
+    for successes in (0, 5, 12, 25, 40):
+        assert overdispersed_binomial_tail(successes, 40, 0.3, 0.0) == pytest.approx(
+            stats.binom.sf(successes - 1, 40, 0.3), rel=1e-9
+        )
+        spread = (1 - 0.05) / 0.05
+        assert overdispersed_binomial_tail(successes, 40, 0.3, 0.05) == pytest.approx(
+            stats.betabinom.sf(successes - 1, 40, 0.3 * spread, 0.7 * spread), rel=1e-6
+        )
+    # Overdispersion fattens the tail; a tiny tail keeps its digits (summed, not 1 − the rest).
+    assert overdispersed_binomial_tail(20, 40, 0.3, 0.05) > overdispersed_binomial_tail(
+        20, 40, 0.3, 0.0
+    )
+    spread = (1 - 0.01) / 0.01
+    assert overdispersed_binomial_tail(300, 300, 0.1, 0.01) == pytest.approx(
+        np.exp(stats.betabinom.logpmf(300, 300, 0.1 * spread, 0.9 * spread)), rel=1e-9
+    )
+    assert 0 < overdispersed_binomial_tail(300, 300, 0.1, 0.01) < 1e-50
+    assert overdispersed_binomial_tail(41, 40, 0.3, 0.05) == 0.0
+    with pytest.raises(PatchveilError):
+        overdispersed_binomial_tail(1, 4, 0.3, 1.0)
+
+
+def test_model_correlation_is_the_spread_beyond_binomial_noise() -> None:
+    assert model_correlation(np.array([30, 30, 30]), np.array([300, 300, 300])) == 0.0
+    assert model_correlation(np.array([30]), np.array([300])) == 0.0  # one model: no spread
+    # Rates 0.05, 0.10, 0.15 of 1000 each: variance 0.0025, binomial ≈ 0.00009.
+    rho = model_correlation(np.array([50, 100, 150]), np.array([1000, 1000, 1000]))
+    assert rho == pytest.approx((0.0025 - 0.1 * 0.9 / 1000) / (0.1 * 0.9))
+
+
+def test_errors_of_ours_counts_each_model_against_the_others() -> None:
+    ours = np.array([0, 1, 2, 3])
+    group = np.array(
+        [
+            [0, 1, 2, 0],  # repeats us on probes 0-2
+            [0, 2, 0, 0],
+            [0, 2, 0, 0],
+            [1, 2, 2, 0],
+        ]
+    )
+    eligible, repeats = errors_of_ours(ours, group)
+    # Probe 0: three of four say ours, so each model sees at least two of its three others
+    # agree with us (not fewer than half): no error of ours there.
+    assert not eligible[:, 0].any()
+    # Probe 1: only model 0 says ours; for it no other does: an error of ours it repeats.
+    assert eligible[:, 1].all() and repeats[:, 1].tolist() == [True, False, False, False]
+    # Probe 2: models 0 and 3 say ours; each sees one of three others agree (fewer than half),
+    # models 1 and 2 see two of three: eligible for 0 and 3 only, and both repeat.
+    assert eligible[:, 2].tolist() == [True, False, False, True]
+    assert repeats[:, 2].tolist() == [True, False, False, True]
+    # Probe 3: nobody says ours.
+    assert eligible[:, 3].all() and not repeats[:, 3].any()
+    truth = np.array([0, 0, 2, 0])  # our label is right on probes 0 and 2
+    eligible, repeats = errors_of_ours(ours, group, truth)
+    assert not eligible[:, [0, 2]].any() and repeats[:, 1].tolist() == [True, False, False, False]
+    with pytest.raises(PatchveilError):
+        errors_of_ours(ours, group[:1])
+
+
+def test_independent_models_pass_at_the_nominal_rate() -> None:
+    """Groups of exchangeable models, each probe with its own chance of our label and each
+    model a little more or less like ours: a model scored against the others is named at a 5%
+    level at most about 5% of the time (the plain binomial would name far more)."""
+    rng = np.random.default_rng(4)
+    probes, models, trials = 300, 4, 300
+    ours = np.zeros(probes, np.int64)
+    p_values, plain = [], []
+    for _ in range(trials):
+        chance = rng.beta(0.6, 1.4, probes).clip(1e-3, 1 - 1e-3)
+        shifted = np.log(chance / (1 - chance))[None, :] + 0.2 * rng.standard_normal((models, 1))
+        said = rng.random((models, probes)) < 1 / (1 + np.exp(-shifted))
+        labels = np.where(said, 0, rng.integers(1, 10, (models, probes)))
+        p_values.append(shared_error_test(ours, labels[0], labels[1:]).p_value)
+        plain.append(
+            shared_error_test(ours, labels[0], labels[1:], min_model_correlation=0).p_value
+        )
+    slack = 3 * np.sqrt(0.05 * 0.95 / trials)
+    assert np.mean(np.array(p_values) <= 0.05) <= 0.05 + slack
+    assert np.mean(np.array(p_values) <= 0.5) <= 0.5 + 3 * np.sqrt(0.25 / trials)
+    assert np.mean(np.array(plain) <= 0.05) >= np.mean(np.array(p_values) <= 0.05)
+
+
+def test_with_true_labels_an_accurate_honest_model_is_not_named(null) -> None:
+    """Without true labels an answer we alone give counts as our error even where it is right,
+    so a much more accurate independent model repeats many; with them it repeats none."""
+    accurate = answers(TRUTH + 0.1 * np.random.default_rng(12).standard_normal((CLASSES, DIM)))
+    labelled_null = calibrate(
+        [scores_of(independent_model(100 + i), true_labels=TRUE_LABELS) for i in range(5)]
+    )
+    verdict = decide(scores_of(accurate, true_labels=TRUE_LABELS), labelled_null)
+    assert not verdict.is_clone and verdict.shared_errors.true_labels
+    assert verdict.shared_errors.rate < verdict.shared_errors.null_rate
+    clone = decide(scores_of(clone_model(13), true_labels=TRUE_LABELS), labelled_null)
+    assert clone.is_clone and clone.shared_errors.p_value < 1e-20
+    assert "wrong answers" in clone.reasons[0]
+
+
+def test_the_z_score_is_reported_but_does_not_decide(null) -> None:
+    # The null's means shifted so that an independent model's z is large: still not a clone.
+    shifted = NullCalibration(
+        {name: value - 1.0 for name, value in null.means.items()},
+        null.scales,
+        null.models,
+        null.watermark_chance,
+        null.null_labels,
+    )
+    verdict = decide(scores_of(independent_model(14)), shifted)
+    assert verdict.score >= verdict.threshold and not verdict.is_clone
+    # ... and shifted the other way, a clone with a low z is still named.
+    shifted = NullCalibration(
+        {name: value + 1.0 for name, value in null.means.items()},
+        null.scales,
+        null.models,
+        null.watermark_chance,
+        null.null_labels,
+    )
+    verdict = decide(scores_of(clone_model(15)), shifted)
+    assert verdict.score < verdict.threshold and verdict.is_clone
+
+
+def test_the_decision_needs_the_null_models_labels(null) -> None:
+    bare = NullCalibration(null.means, null.scales, null.models, null.watermark_chance)
+    with pytest.raises(PatchveilError, match="labels per probe"):
+        decide(scores_of(clone_model(16)), bare)
+    fewer = suspect_scores(OURS[:10], OURS[:10].argmax(axis=1))
+    with pytest.raises(PatchveilError, match="same probes"):
+        decide(fewer, null)
+    with pytest.raises(PatchveilError, match="different numbers of probes"):
+        calibrate([fewer, scores_of(independent_model(17))])
+    with pytest.raises(PatchveilError, match="significance"):
+        decide(scores_of(clone_model(16)), null, significance=0.0)
+    assert len(null.to_json()["null_labels"]) == 5
