@@ -236,10 +236,14 @@ def clone_stage(
             cli_main(arguments)
         verdict = json.loads(captured.getvalue().strip().splitlines()[-1])
         verdicts[name] = verdict
+        shared = verdict["shared_errors"]
         print(
             f"  patchveil clone-check on the {name}: "
             f"{'CLONE' if verdict['is_clone'] else 'not a clone'} "
-            f"(score {verdict['score']:.1f}, label agreement "
-            f"{verdict['scores']['label_agreement']:.1%}; null of {nulls} honest models)"
+            f"(repeats {shared['rate']:.1%} of {shared['error_probes']} answers of ours that the "
+            f"honest models do not give, against their {shared['null_rate']:.1%}: p = "
+            f"{shared['p_value']:.1g}, a clone at ≤ {verdict['significance']:g}; label agreement "
+            f"{verdict['scores']['label_agreement']:.1%}, z {verdict['score']:.1f}; null of "
+            f"{nulls} honest models)"
         )
     return CloneOutcome(queries, flagged_after, accuracy, agreement, verdicts)
