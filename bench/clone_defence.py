@@ -12,8 +12,12 @@ compared with the undefended answers' on the same images.
 The clone check scores every clone and independently trained CNNs (true labels, disjoint plain
 data) against the served model's probabilities on the test images with
 `patchveil.serve.ownership`; each null model is scored against a calibration on the other nulls.
+It decides by the shared-error test with the test images' true labels (the label-free p-value,
+what `patchveil clone-check` computes without labels, is reported beside it).
 
-Writes bench/results/clone_defence.{json,md} and bench/results/clone_check.{json,md}.
+Writes bench/results/clone_defence.{json,md}, bench/results/clone_check.{json,md} and the
+answers the clone check scored, bench/results/clone_check_answers.npz; `--rescore` scores those
+saved answers again (no training, no endpoint) and rewrites clone_check.{json,md} only.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from patchveil.reporting import provenance, provenance_markdown, write_json, wri
 from patchveil.tenants.client import Tenant
 
 RESULTS = Path("bench/results")
+ANSWERS = RESULTS / "clone_check_answers.npz"
 CLASSES = 10
 ATTACKS = {"knockoff": ("KnockoffNets", "cloner"), "copycat": ("CopycatCNN", "cloner-copycat")}
 
@@ -257,10 +262,9 @@ def one_setting(
 
 def clone_check(
     platform: Any, clones: dict[str, Any], served: np.ndarray, args: argparse.Namespace
-) -> dict[str, Any]:
-    """Score clones and independent models (leave-one-out null) on the test images as probes."""
-    from patchveil.serve import ownership
-
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Train the independent models, answer the test images with them and the clones, score.
+    Returns the result and the answers (probabilities per suspect, for `save_answers`)."""
     victim = platform.victim_train
     shares = np.array_split(np.random.default_rng(1).permutation(len(victim.images)), args.nulls)
     independent = {}
@@ -271,30 +275,78 @@ def clone_check(
         independent[f"independent-{index + 1} ({len(share)} true-labelled images)"] = classifier
     probes = to_float(platform.test.images)
 
-    def scores_of(classifier: Any) -> Any:
-        probabilities = softmax(classifier.predict(probes).astype(np.float64))
-        return ownership.suspect_scores(served, probabilities.argmax(axis=1), probabilities)
+    def answers_of(classifier: Any) -> np.ndarray:
+        return softmax(classifier.predict(probes).astype(np.float64))
 
-    null_scores = {name: scores_of(model) for name, model in independent.items()}
-    full = ownership.calibrate(list(null_scores.values()))
+    nulls = {name: answers_of(model) for name, model in independent.items()}
+    stolen = {name: answers_of(model) for name, model in clones.items()}
+    result = score_suspects(served, platform.test.labels, nulls, stolen)
+    return result, {"served": served, "true_labels": platform.test.labels, **nulls, **stolen}
+
+
+def score_suspects(
+    served: np.ndarray,
+    true_labels: np.ndarray,
+    nulls: dict[str, np.ndarray],
+    clones: dict[str, np.ndarray],
+) -> dict[str, Any]:
+    """The clone check on every suspect's probabilities [N, C]: each null model against the
+    other nulls (leave one out), each clone against all of them. Decided with the true labels;
+    the label-free shared-error test (what the CLI runs) is reported beside it."""
+    from patchveil.serve import ownership
+
+    def scored(probabilities: np.ndarray, truth: np.ndarray | None) -> Any:
+        return ownership.suspect_scores(
+            served, probabilities.argmax(axis=1), probabilities, true_labels=truth
+        )
+
+    def verdict(suspect: np.ndarray, others: list[np.ndarray]) -> dict[str, Any]:
+        labelled = ownership.decide(
+            scored(suspect, true_labels),
+            ownership.calibrate([scored(other, true_labels) for other in others]),
+        )
+        label_free = ownership.decide(
+            scored(suspect, None), ownership.calibrate([scored(other, None) for other in others])
+        )
+        return {
+            **_decision_json(labelled),
+            "label_free": {
+                "decision": "clone" if label_free.is_clone else "not a clone",
+                **label_free.shared_errors.to_json(),
+            },
+        }
+
     suspects = []
-    for name, scores in null_scores.items():
-        others = ownership.calibrate([s for n, s in null_scores.items() if n != name])
-        decision = ownership.decide(scores, others)
-        suspects.append({"name": name, "is_clone": False, **_decision_json(decision)})
-    for name, model in clones.items():
-        decision = ownership.decide(scores_of(model), full)
-        suspects.append({"name": name, "is_clone": True, **_decision_json(decision)})
-    values = np.array([s["score"] for s in suspects])
+    for name, answers in nulls.items():
+        others = [other for key, other in nulls.items() if key != name]
+        suspects.append({"name": name, "is_clone": False, **verdict(answers, others)})
+    for name, answers in clones.items():
+        suspects.append({"name": name, "is_clone": True, **verdict(answers, list(nulls.values()))})
     truth = np.array([s["is_clone"] for s in suspects])
-    fpr, tpr, thresholds = ownership.roc_curve(values, truth)
+
+    def evidence(p_values: list[float]) -> np.ndarray:
+        return -np.log10(np.maximum(np.array(p_values), 1e-300))
+
+    shared = evidence([s["shared_errors"]["p_value"] for s in suspects])
+    fpr, tpr, thresholds = ownership.roc_curve(shared, truth)
+    full = ownership.calibrate([scored(answers, true_labels) for answers in nulls.values()])
+    calibration = {k: v for k, v in full.to_json().items() if k != "null_labels"}
     return {
-        "probes": len(probes),
-        "probe_set": "the 1017 CIFAR-10 test images (plain to suspects, encrypted to ours)",
-        "null_models": args.nulls,
-        "calibration": full.to_json(),
-        "auc": ownership.auc(values, truth),
+        "probes": len(served),
+        "probe_set": f"the {len(served)} CIFAR-10 test images (plain to suspects, encrypted to "
+        "ours)",
+        "null_models": len(nulls),
+        "rule": "clone when the shared-error test (true labels) gives p <= "
+        f"{ownership.SHARED_ERROR_SIGNIFICANCE:g} or the watermark test p <= "
+        f"{ownership.WATERMARK_SIGNIFICANCE:g}; the mean z is reported, not deciding",
+        "calibration": calibration,
+        "auc": ownership.auc(shared, truth),
+        "auc_label_free": ownership.auc(
+            evidence([s["label_free"]["p_value"] for s in suspects]), truth
+        ),
+        "auc_z": ownership.auc(np.array([s["score"] for s in suspects]), truth),
         "roc": {
+            "statistic": "-log10 of the shared-error p-value (true labels)",
             "fpr": fpr.tolist(),
             "tpr": tpr.tolist(),
             "thresholds": [None if np.isinf(t) else float(t) for t in thresholds],
@@ -309,12 +361,47 @@ def _decision_json(decision: Any) -> dict[str, Any]:
         "score": decision.score,
         "decision": "clone" if decision.is_clone else "not a clone",
         "threshold": decision.threshold,
+        "shared_errors": decision.shared_errors.to_json(),
+        "significance": decision.significance,
         "reasons": list(decision.reasons),
         "scores": decision.scores.to_json(),
     }
 
 
-def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+def save_answers(path: Path, answers: dict[str, np.ndarray], nulls: list[str], date: str) -> None:
+    """The clone check's inputs, so `--rescore` can score them again without training."""
+    names = [name for name in answers if name not in ("served", "true_labels")]
+    np.savez_compressed(
+        path,
+        served=answers["served"],
+        true_labels=answers["true_labels"],
+        names=np.array(names),
+        is_clone=np.array([name not in nulls for name in names]),
+        probabilities=np.stack([answers[name] for name in names]).astype(np.float32),
+        date=np.array(date),
+    )
+
+
+def rescore(path: Path) -> dict[str, Any]:
+    """clone_check.json's result again from the answers `save_answers` wrote."""
+    if not path.is_file():
+        raise SystemExit(f"{path} does not exist: run the bench once without --rescore")
+    with np.load(path, allow_pickle=False) as saved:
+        names, probabilities = saved["names"].tolist(), saved["probabilities"].astype(np.float64)
+        answers = dict(zip(names, probabilities, strict=True))
+        clones = set(saved["names"][saved["is_clone"]].tolist())
+        result = score_suspects(
+            saved["served"],
+            saved["true_labels"],
+            {name: value for name, value in answers.items() if name not in clones},
+            {name: value for name, value in answers.items() if name in clones},
+        )
+        return {**provenance(), "answers_from": str(saved["date"]), **result}
+
+
+def run(
+    args: argparse.Namespace,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
     torch.set_num_threads(args.threads)
     platform = served_platform()
     served = served_probabilities(platform)
@@ -368,8 +455,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
             "seconds_defended": benign[True]["seconds"],
         },
     }
-    check = {**meta, **clone_check(platform, clones, served, args)}
-    return defence_result, check
+    check, answers = clone_check(platform, clones, served, args)
+    return defence_result, {**meta, **check}, answers
 
 
 def _fmt(value: Any) -> str:
@@ -422,19 +509,40 @@ def defence_markdown(result: dict[str, Any]) -> str:
 
 
 def check_markdown(result: dict[str, Any]) -> str:
+    def shared(errors: dict[str, Any]) -> str:
+        return (
+            f"{errors['repeats']}/{errors['error_probes']} = {errors['rate']:.3f} "
+            f"(null {errors['null_rate']:.3f}) | {errors['p_value']:.2g}"
+        )
+
     rows = "".join(
-        f"| {s['name']} | {'yes' if s['is_clone'] else 'no'} | {s['score']:.2f} | "
-        f"{s['scores']['label_agreement']:.3f} | {s['decision']} |\n"
+        f"| {s['name']} | {'yes' if s['is_clone'] else 'no'} | {shared(s['shared_errors'])} | "
+        f"{s['decision']} | {shared(s['label_free'])} | {s['label_free']['decision']} | "
+        f"{s['score']:.2f} | {s['scores']['label_agreement']:.3f} |\n"
         for s in result["suspects"]
+    )
+    answers = (
+        f" (answers saved {result['answers_from']}, scored again)"
+        if "answers_from" in result
+        else ""
     )
     return (
         "# Clone check (ownership) on the extracted clones\n\n"
-        f"Probes: {result['probe_set']}. Null: {result['null_models']} small CNNs trained on "
-        "disjoint quarters of the victim's plain images with true labels (each scored against "
-        "a calibration on the others). Score: mean z of label agreement, likelihood similarity "
-        "and likelihood gap against the null; clone at ≥ 3.\n\n"
-        f"AUC: {result['auc']:.3f}\n\n"
-        "| suspect | is clone | score | label agreement | decision |\n|---|---|---|---|---|\n"
+        f"Probes: {result['probe_set']}{answers}. Null: {result['null_models']} small CNNs "
+        "trained on disjoint quarters of the victim's plain images with true labels (each "
+        "scored against a calibration on the others).\n\n"
+        f"Rule: {result['rule']}. Shared errors: on the probes where our label is wrong (true "
+        "labels) and fewer than half of the other models give it, how often the suspect gives "
+        "it too, against the null models' pooled rate; a beta-binomial test whose "
+        "between-model spread is the null models' or at least a floor (see "
+        "`patchveil/serve/ownership.py`). Label-free: the same without true labels, what "
+        "`patchveil clone-check` runs. z: mean z of label agreement, likelihood similarity "
+        "and likelihood gap against the null (the old rule: clone at ≥ 3).\n\n"
+        f"AUC (shared-error p, true labels): {result['auc']:.3f}; label-free: "
+        f"{result['auc_label_free']:.3f}; z: {result['auc_z']:.3f}\n\n"
+        "| suspect | is clone | shared errors (true labels) | p | decision | "
+        "shared errors (label-free) | p | decision | z | label agreement |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
         f"{rows}\n"
         "Not done here: watermark probes (the watermark test was not used), URL suspects, "
         "more than a handful of suspects (the AUC rests on few models).\n\n"
@@ -455,8 +563,21 @@ def main() -> None:
     parser.add_argument("--normal-volume", type=int, default=1000, help="distinct images")
     parser.add_argument("--cloning-volume", type=int, default=4000, help="distinct images")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help=f"score the answers saved in {ANSWERS} again; rewrite clone_check.{{json,md}} only",
+    )
     args = parser.parse_args()
-    defence_result, check = run(args)
+    if args.rescore:
+        check = rescore(ANSWERS)
+        md_check = check_markdown(check)
+        if not args.no_write:
+            write_json(RESULTS / "clone_check.json", check)
+            write_text(RESULTS / "clone_check.md", md_check)
+        print(md_check)
+        return
+    defence_result, check, answers = run(args)
     md_defence, md_check = defence_markdown(defence_result), check_markdown(check)
     if not args.no_write:
         RESULTS.mkdir(parents=True, exist_ok=True)
@@ -464,6 +585,8 @@ def main() -> None:
         write_text(RESULTS / "clone_defence.md", md_defence)
         write_json(RESULTS / "clone_check.json", check)
         write_text(RESULTS / "clone_check.md", md_check)
+        nulls = [s["name"] for s in check["suspects"] if not s["is_clone"]]
+        save_answers(ANSWERS, answers, nulls, check["date"])
     print(md_defence)
     print(md_check)
 

@@ -283,3 +283,40 @@ def test_the_decision_needs_the_null_models_labels(null) -> None:
     with pytest.raises(PatchveilError, match="significance"):
         decide(scores_of(clone_model(16)), null, significance=0.0)
     assert len(null.to_json()["null_labels"]) == 5
+
+
+def test_the_bench_scores_saved_answers_again(tmp_path) -> None:
+    """bench/clone_defence.py's clone check, on synthetic answers: each null model is scored
+    leave-one-out, clones against all nulls; the answers saved for --rescore give the same."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    bench = str(Path(__file__).resolve().parents[2] / "bench")
+    sys.path.insert(0, bench)
+    try:
+        clone_defence = importlib.import_module("clone_defence")
+    finally:
+        sys.path.remove(bench)
+    nulls = {f"independent-{i}": independent_model(400 + i) for i in range(4)}
+    clones = {"copycat": clone_model(500), "knockoff": clone_model(501)}
+    result = clone_defence.score_suspects(OURS, TRUE_LABELS, nulls, clones)
+    decisions = {s["name"]: s for s in result["suspects"]}
+    assert [decisions[n]["decision"] for n in nulls] == ["not a clone"] * 4
+    assert [decisions[n]["decision"] for n in clones] == ["clone"] * 2
+    assert all(decisions[n]["shared_errors"]["null_models"] == 3 for n in nulls)
+    assert decisions["copycat"]["shared_errors"]["null_models"] == 4
+    assert decisions["copycat"]["shared_errors"]["true_labels"]
+    assert not decisions["copycat"]["label_free"]["true_labels"]
+    assert decisions["copycat"]["label_free"]["decision"] == "clone"
+    assert result["auc"] == 1.0 and "null_labels" not in result["calibration"]
+    path = tmp_path / "answers.npz"
+    answers = {"served": OURS, "true_labels": TRUE_LABELS, **nulls, **clones}
+    clone_defence.save_answers(path, answers, list(nulls), "2026-01-01T00:00:00+00:00")
+    again = clone_defence.rescore(path)
+    assert again["answers_from"] == "2026-01-01T00:00:00+00:00"
+    for before, after in zip(result["suspects"], again["suspects"], strict=True):
+        assert (before["name"], before["decision"]) == (after["name"], after["decision"])
+        assert after["shared_errors"]["repeats"] == before["shared_errors"]["repeats"]
+    markdown = clone_defence.check_markdown(again)
+    assert "| copycat | yes |" in markdown and "scored again" in markdown
