@@ -1,8 +1,9 @@
 """Which per-block group defeats the strongest jigsaw: every `disposable` group at 32 px.
 
 Run from the repository root: `python bench/jigsaw_groups.py [--images 48]
-[--costly-images 16]`. Writes bench/results/jigsaw_groups.{json,md} with the command, commit,
-machine and date.
+[--costly-images 16] [--groups ...] [--update]`. Writes bench/results/jigsaw_groups.{json,md} with
+the command, commit, machine and date; `--update` reruns only the groups named and keeps the
+other rows of the existing file, each row saying the commit that measured it.
 
 The frontier's default rule asks the strongest ciphertext-only attack to stay at reconstruction
 SSIM ≤ 0.3 and neighbour accuracy ≤ 10%. This sweep runs that attack (the group-aware MGC solver,
@@ -15,6 +16,7 @@ bar on its own, whatever model is trained on it. Groups with colour shuffle and 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import warnings
@@ -55,9 +57,12 @@ def run_group(group: str, plain: np.ndarray) -> dict[str, Any]:
     seconds = time.perf_counter() - start
     scores = summarise(score_reconstructions(plain, solved, BLOCK_SIZE, group))
     ssim, neighbour = scores["ssim"]["mean"], scores["neighbour"]["mean"]
+    parsed = parse_group(group)
     row = {
         "group": group,
-        "group_order": parse_group(group).order,
+        # Elements per block (None where pixel orders make it 16!·…) and their log2.
+        "group_order": parsed.order if not parsed.pixel_shuffle else None,
+        "group_bits": parsed.log2_order(BLOCK_SIZE),
         "images": len(plain),
         "scores": scores,
         "seconds_per_image": seconds / len(plain),
@@ -80,17 +85,19 @@ def markdown(payload: dict[str, Any]) -> str:
         f"and neighbour accuracy ≤ {NEIGHBOUR_LIMIT:.0%}.",
         "",
         "| group | elements per block | images | SSIM mean / median | neighbour mean / median "
-        "| direct mean | s / image | meets the bar |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| direct mean | s / image | meets the bar | commit |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for row in payload["rows"]:
         s = row["scores"]
+        order = row.get("group_order") or f"2^{row.get('group_bits', 0):.1f}"
         lines.append(
-            f"| {row['group']} | {row['group_order']} | {row['images']} | "
+            f"| {row['group']} | {order} | {row['images']} | "
             f"{s['ssim']['mean']:.2f} / {s['ssim']['median']:.2f} | "
             f"{100 * s['neighbour']['mean']:.1f}% / {100 * s['neighbour']['median']:.1f}% | "
             f"{100 * s['direct']['mean']:.1f}% | {row['seconds_per_image']:.1f} | "
-            f"{'yes' if row['meets_default_bar'] else 'no'} |"
+            f"{'yes' if row['meets_default_bar'] else 'no'} | "
+            f"{str(row.get('commit', payload['commit']))[:10]} |"
         )
     lines += [
         "",
@@ -110,6 +117,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--groups", nargs="+", default=list(GROUP_NAMES))
     parser.add_argument("--data", type=Path, default=None, help="CIFAR-10 folder")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="rerun only --groups and keep the other rows of the existing results",
+    )
     args = parser.parse_args(argv)
     folder = args.data or default_cifar_dir()
     if folder is None:
@@ -121,8 +133,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         run_group(group, cifar[: args.costly_images if costly(group) else args.images])
         for group in args.groups
     ]
+    here = provenance()
+    for row in rows:
+        row["commit"] = here["commit"]
+    existing = args.out / "jigsaw_groups.json"
+    if args.update and existing.is_file():
+        earlier = json.loads(existing.read_text())
+        rerun = {row["group"] for row in rows}
+        kept = [
+            {**row, "commit": row.get("commit", earlier["commit"])}
+            for row in earlier["rows"]
+            if row["group"] not in rerun
+        ]
+        order = {name: index for index, name in enumerate(GROUP_NAMES)}
+        rows = sorted(kept + rows, key=lambda row: order.get(row["group"], len(order)))
     payload = {
-        **provenance(),
+        **here,
         "attack": "group-aware MGC jigsaw (patchveil.audit.jigsaw_mgc), ciphertext only",
         "block_size": BLOCK_SIZE,
         "image_size": int(cifar.shape[1]),

@@ -437,7 +437,10 @@ def add_platform_commands(commands: argparse._SubParsersAction, param_type: Any)
     train.add_argument(
         "--variant", help="standard (default), position_free, invariant or window_position"
     )
-    train.add_argument("--invariance-group", help="invariant variant: np, np_cs or np_cs_rf")
+    train.add_argument(
+        "--invariance-group",
+        help="invariant variant: the cipher's block group (np, np_cs, np_cs_rf, px, np_px, ...)",
+    )
     train.add_argument(
         "--orbit-pool", help="invariant embeddings: mean (default), max, mean_max or sorted"
     )

@@ -492,8 +492,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(
         f"  the strong jigsaw solver (MGC, one puzzle per public window) put "
         f"{scores.summary('direct').mean:.1%} of the blocks back (median "
-        f"{scores.summary('direct').median:.1%}), reconstruction SSIM "
-        f"{scores.summary('ssim').mean:.2f}; picture: {out / 'attack.png'}"
+        f"{scores.summary('direct').median:.1%}), {scores.summary('neighbour').mean:.1%} of "
+        f"neighbours side by side, reconstruction SSIM {scores.summary('ssim').mean:.2f}; "
+        f"picture: {out / 'attack.png'}"
     )
     gallery = np.concatenate([train.images[:1000], sample])
     invariant, window = invariant_of(CIPHER, chosen.params)

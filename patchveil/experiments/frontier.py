@@ -794,17 +794,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         note = (
             f"trials read from the Tune folder of a run stopped before its end "
             f"({Path(args.from_storage).name}); the options above are that run's; plain "
-            "references only where that run reached them" + (f"; {args.note}" if args.note else "")
+            "references only where that run reached them or a merged file holds them"
+            + (f"; {args.note}" if args.note else "")
         )
+        priors = [prior_results(path, data_description(options, folder)) for path in args.merge]
         records = records_from_storage(args.from_storage)
         payload = publish(
             options,
             folder,
             space,
             tune_settings(options, args.from_storage),
-            records,
-            [],
+            [*records, *(record for prior in priors for record in prior.records)],
+            [record for prior in priors for record in prior.references],
             note=note,
+            merged=[prior.about for prior in priors],
         )
     else:
         payload = run_frontier(options, merge=args.merge)
