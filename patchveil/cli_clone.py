@@ -52,6 +52,26 @@ def _our_answers(args: argparse.Namespace, probes: Any) -> tuple[Any, Any, int]:
     return probabilities, watermark_labels(mask, labels), record.version
 
 
+def _probe_labels(path: Path | None, count: int) -> Any:
+    """The probes' true labels (.npy of `count` integers), or None."""
+    if path is None:
+        return None
+    import numpy as np
+
+    if not path.is_file():
+        raise PatchveilError(f"probe labels file {path} does not exist")
+    try:
+        labels = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise PatchveilError(f"{path} is not a readable .npy file ({error})") from None
+    if labels.ndim != 1 or len(labels) != count or labels.dtype.kind not in "iu":
+        raise PatchveilError(
+            f"{path} must hold {count} integer labels (one per probe), got {labels.dtype} "
+            f"{list(labels.shape)}"
+        )
+    return labels.astype(np.int64)
+
+
 def cmd_clone_check(args: argparse.Namespace) -> int:
     from patchveil.serve import ownership
     from patchveil.serve.clone_check import (
@@ -75,19 +95,22 @@ def cmd_clone_check(args: argparse.Namespace) -> int:
     if args.calibration is not None and not args.calibration.is_file():
         raise PatchveilError(f"calibration file {args.calibration} does not exist")
     probes = read_images(args.probes).images
+    true_labels = _probe_labels(args.probe_labels, len(probes))
     token = os.environ.get(SUSPECT_TOKEN_ENV) or None
     ours, watermark, version = _our_answers(args, probes)
     digest = probe_digest(probes)
     if args.null:
         nulls = [open_suspect(where, args.suspect_model, token) for where in args.null]
-        calibration, _ = calibrate_on(nulls, probes, ours, watermark)
+        calibration, _ = calibrate_on(nulls, probes, ours, watermark, true_labels)
         if args.save_calibration is not None:
             save_calibration(args.save_calibration, calibration, args.model, version, digest)
     else:
         calibration = load_calibration(args.calibration, args.model, version, digest)
     suspect = open_suspect(args.suspect, args.suspect_model, token)
-    scores = scores_of(suspect, probes, ours, watermark)
-    decision = ownership.decide(scores, calibration, threshold=args.threshold)
+    scores = scores_of(suspect, probes, ours, watermark, true_labels)
+    decision = ownership.decide(
+        scores, calibration, threshold=args.threshold, significance=args.significance
+    )
     report = {
         "model": args.model,
         "model_version": version,
@@ -100,14 +123,18 @@ def cmd_clone_check(args: argparse.Namespace) -> int:
         print(json.dumps(report))
         return 0
     verdict = "CLONE" if decision.is_clone else "not shown to be a clone"
+    shared = decision.shared_errors
     print(
-        f"{args.suspect}: {verdict} of {args.model} v{version} (score {decision.score:.2f}, "
-        f"threshold {decision.threshold})"
+        f"{args.suspect}: {verdict} of {args.model} v{version} (shared-error p = "
+        f"{shared.p_value:.2g}, a clone at ≤ {decision.significance:g}; watermark p = "
+        f"{decision.watermark_p_value:.2g})"
     )
     print(
-        f"  {len(probes)} probes: label agreement {scores.label_agreement:.3f}; "
-        f"watermark {scores.watermark_hits}/{scores.watermark_probes} "
-        f"(p = {decision.watermark_p_value:.2g}); null of {calibration.models} models"
+        f"  {len(probes)} probes{' with true labels' if true_labels is not None else ''}: "
+        f"repeats {shared.rate:.1%} of {shared.error_probes} odd answers of ours (null "
+        f"{shared.null_rate:.1%}); label agreement {scores.label_agreement:.3f}; mean z "
+        f"{decision.score:.2f} (reported, not deciding); watermark "
+        f"{scores.watermark_hits}/{scores.watermark_probes}; null of {calibration.models} models"
     )
     for reason in decision.reasons:
         print(f"  - {reason}")
@@ -150,10 +177,22 @@ def add_clone_commands(commands: argparse._SubParsersAction) -> None:
     check.add_argument("--calibration", type=Path, help="a calibration saved by an earlier check")
     check.add_argument("--save-calibration", type=Path, help="write the --null calibration here")
     check.add_argument(
+        "--probe-labels",
+        type=Path,
+        help="the probes' true labels (.npy of integers): the shared-error test then counts "
+        "only our wrong answers (stronger, and fair to a more accurate honest model)",
+    )
+    check.add_argument(
+        "--significance",
+        type=bounded_float(1e-12, 0.5),
+        default=1e-3,
+        help="the shared-error test's p-value that names a clone (default 1e-3)",
+    )
+    check.add_argument(
         "--threshold",
         type=bounded_float(0.0, 100.0),
         default=3.0,
-        help="clone score (null standard deviations) that names a clone (default 3)",
+        help="the mean z-score's reference line (reported beside the verdict, not deciding)",
     )
     check.add_argument("--json", action="store_true", help="print JSON")
     check.set_defaults(handler=cmd_clone_check)

@@ -222,6 +222,7 @@ def clone_stage(
     honest = save_torchscript(competitor, folder / "honest.pt")
     clone_file = save_torchscript(clone, folder / "clone.pt")
     np.save(folder / "probes.npy", test_images[:probes])
+    np.save(folder / "probe-labels.npy", test_labels[:probes])  # the operator's own probe set
     operator_store = folder / "operator-keys"
     KeyStore(operator_store).create("operator", spec)
     verdicts = {}
@@ -229,6 +230,7 @@ def clone_stage(
         arguments = ["clone-check", "--model", model_name, "--suspect", str(suspect)]
         arguments += ["--probes", str(folder / "probes.npy"), "--store", str(operator_store)]
         arguments += ["--tenant", "operator", "--json"]
+        arguments += ["--probe-labels", str(folder / "probe-labels.npy")]
         for null in null_files:
             arguments += ["--null", str(null)]
         captured = io.StringIO()
@@ -240,8 +242,8 @@ def clone_stage(
         print(
             f"  patchveil clone-check on the {name}: "
             f"{'CLONE' if verdict['is_clone'] else 'not a clone'} "
-            f"(repeats {shared['rate']:.1%} of {shared['error_probes']} answers of ours that the "
-            f"honest models do not give, against their {shared['null_rate']:.1%}: p = "
+            f"(repeats {shared['rate']:.1%} of {shared['error_probes']} wrong answers of ours that "
+            f"the honest models do not give, against their {shared['null_rate']:.1%}: p = "
             f"{shared['p_value']:.1g}, a clone at ≤ {verdict['significance']:g}; label agreement "
             f"{verdict['scores']['label_agreement']:.1%}, z {verdict['score']:.1f}; null of "
             f"{nulls} honest models)"

@@ -148,6 +148,31 @@ def test_the_cli_names_a_clone_and_clears_an_independent_model(
     assert not independent["is_clone"] and independent["shared_errors"]["p_value"] > 0.01
 
 
+def test_true_probe_labels_restrict_the_test_to_our_wrong_answers(
+    platform: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    labels = np.arange(PROBES) % 10
+    path = tmp_path / "labels.npy"
+    np.save(path, labels)
+    found = run_check(
+        platform, str(platform["clone"]), *null_arguments(platform), "--probe-labels", str(path)
+    )
+    shared = found["shared_errors"]
+    assert found["is_clone"] and shared["true_labels"] and shared["rate"] == pytest.approx(1.0)
+    # A printed verdict names the deciding test first; bad labels are one line, exit 2.
+    base = ["clone-check", "--home", str(platform["home"]), "--model", MODEL_NAME]
+    base += ["--probes", str(platform["probes"]), "--store", str(platform["store"])]
+    base += ["--tenant", "operator", "--suspect", str(platform["clone"])]
+    base += null_arguments(platform)
+    assert main([*base, "--probe-labels", str(path)]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "CLONE" in first and "shared-error p" in first
+    np.save(tmp_path / "short.npy", labels[:-1])
+    assert main([*base, "--probe-labels", str(tmp_path / "short.npy")]) == 2
+    error = capsys.readouterr().err
+    assert f"{PROBES} integer labels" in error and len(error.strip().splitlines()) == 1
+
+
 def test_a_calibration_for_other_probes_is_refused(
     platform: dict[str, Any], tmp_path: Path
 ) -> None:
