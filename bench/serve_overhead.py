@@ -4,8 +4,11 @@ The same model version, in the same run: (1) latency of one image, sequential re
 versus `LoadedModel.forward` on one image in this process (p50 difference); (2) throughput,
 concurrent binary-tensor requests that Serve batches versus in-process forwards of batches of the
 same size (ratio). Both sides answer with embeddings and probabilities; the endpoint adds auth,
-parsing, the clone defence, the monitor's log and the response. Writes
-bench/results/serve_overhead.{json,md}.
+parsing, the clone defence, the monitor's log and the response.
+
+Each endpoint configuration in `CONFIGURATIONS` is started in turn on a fresh Ray (the default
+one, the model in the gateway, gives the headline numbers); `--configurations` picks some.
+Writes bench/results/serve_overhead.{json,md}.
 """
 
 from __future__ import annotations
@@ -33,6 +36,19 @@ from patchveil.serve.settings import ServeSettings
 from patchveil.tenants.client import Tenant
 
 RESULTS = Path("bench/results")
+# name → (what it is, ServeSettings overrides); DEFAULT is what `ServeSettings()` serves.
+CONFIGURATIONS: dict[str, tuple[str, dict[str, Any]]] = {
+    "handle": (
+        "model in its own replica, behind a Serve handle",
+        {"colocate_model": False},
+    ),
+    "colocated": ("model in the gateway (the default)", {"colocate_model": True}),
+    "direct": (
+        "model in the gateway, direct ingress (experimental)",
+        {"colocate_model": True, "direct_ingress": True},
+    ),
+}
+DEFAULT = "colocated"
 
 
 def _in_process(
@@ -41,20 +57,32 @@ def _in_process(
     with Registry(platform.config.registry_url) as registry:
         record = registry.list_model_versions(MODEL_NAME)[-1]
     model = LoadedModel(ModelRef(record.name, record.version, record.checkpoint_uri))
-    model.forward(one)  # warm-up
-    single = []
-    for _ in range(reps):
-        started = time.perf_counter()
-        model.forward(one)
-        single.append((time.perf_counter() - started) * 1000)
+    threads = torch.get_num_threads()
+
+    def p50_of_one() -> float:
+        model.forward(one)  # warm-up
+        single = []
+        for _ in range(reps):
+            started = time.perf_counter()
+            model.forward(one)
+            single.append((time.perf_counter() - started) * 1000)
+        return statistics.median(single)
+
+    # One image on one torch thread, for comparison only: the endpoint's model uses all of its
+    # CPUs' threads for every batch.
+    torch.set_num_threads(1)
+    one_thread = p50_of_one()
+    torch.set_num_threads(threads)
+    p50 = p50_of_one()
     started = time.perf_counter()
     images = 0
     for batch in batches:
         model.forward(batch)
         images += len(batch)
     return {
-        "p50_ms": statistics.median(single),
+        "p50_ms": p50,
         "images_per_second": images / (time.perf_counter() - started),
+        "p50_ms_one_thread": one_thread,
     }
 
 
@@ -127,26 +155,44 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ).images
         for _ in range(args.batches)
     ]
-    # The model replica gets the threads the in-process forward has: the same compute, so the
+    # The model gets the threads the in-process forward has: the same compute, so the
     # difference is the endpoint's own work.
     threads = torch.get_num_threads()
-    settings = ServeSettings(
-        images_per_second=1e6,
-        burst_images=10**7,
-        max_batch_images=args.batch * 4,
-        model_cpus=float(threads),
-    )
     in_process = _in_process(platform, one, batches, args.reps)
-    with endpoint_running(platform, settings) as endpoint:
-        over_http = _endpoint(
-            endpoint.url,
-            platform.tokens["benign-1"],
-            _binary_body(one),
-            [_binary_body(batch) for batch in batches],
-            args.batch,
-            args.reps,
-            args.clients,
+    measured = {}
+    for name in args.configurations:
+        settings = ServeSettings(
+            images_per_second=1e6,
+            burst_images=10**7,
+            max_batch_images=args.batch * 4,
+            model_cpus=float(threads),
+            **CONFIGURATIONS[name][1],
         )
+        print(f"endpoint: {CONFIGURATIONS[name][0]}", flush=True)
+        with endpoint_running(platform, settings) as endpoint:
+            over_http = _endpoint(
+                endpoint.url,
+                platform.tokens["benign-1"],
+                _binary_body(one),
+                [_binary_body(batch) for batch in batches],
+                args.batch,
+                args.reps,
+                args.clients,
+            )
+        measured[name] = {
+            "description": CONFIGURATIONS[name][0],
+            "settings": CONFIGURATIONS[name][1],
+            "endpoint": {k: round(v, 2) for k, v in over_http.items() if k != "gateway_p50_ms"},
+            # Where one image's time goes (medians of the gateway's Server-Timing, ms): the
+            # rest of the client's time is HTTP (and Serve's proxy, unless direct ingress);
+            # `model` includes the batching, and the hop to a model replica if there is one.
+            "gateway_p50_ms": {k: round(v, 2) for k, v in over_http["gateway_p50_ms"].items()},
+            "p50_delta_ms": round(over_http["p50_ms"] - in_process["p50_ms"], 2),
+            "throughput_ratio": round(
+                over_http["images_per_second"] / in_process["images_per_second"], 3
+            ),
+        }
+    headline = measured.get(DEFAULT) or next(iter(measured.values()))
     return {
         **provenance(),
         "reps": args.reps,
@@ -155,46 +201,68 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "clients": args.clients,
         "torch_threads": threads,
         "in_process": {k: round(v, 2) for k, v in in_process.items()},
-        "endpoint": {k: round(v, 2) for k, v in over_http.items() if k != "gateway_p50_ms"},
-        # Where one image's time goes (medians of the gateway's Server-Timing, ms): the rest
-        # of the client's time is HTTP and Serve's proxy; `model` includes the hop to the
-        # model replica and its batching, on top of the forward itself.
-        "gateway_p50_ms": {k: round(v, 2) for k, v in over_http["gateway_p50_ms"].items()},
-        "p50_delta_ms": round(over_http["p50_ms"] - in_process["p50_ms"], 2),
-        "throughput_ratio": round(
-            over_http["images_per_second"] / in_process["images_per_second"], 3
-        ),
+        # The headline: the default configuration's numbers (as before, one configuration).
+        "configuration": DEFAULT if DEFAULT in measured else next(iter(measured)),
+        "endpoint": headline["endpoint"],
+        "gateway_p50_ms": headline["gateway_p50_ms"],
+        "p50_delta_ms": headline["p50_delta_ms"],
+        "throughput_ratio": headline["throughput_ratio"],
+        "configurations": measured,
     }
 
 
 def markdown(result: dict[str, Any]) -> str:
-    delta, ratio = result["p50_delta_ms"], result["throughput_ratio"]
+    in_process = result["in_process"]
+    configurations = result["configurations"]
+    rows = [
+        f"| {entry['description']} | {entry['endpoint']['p50_ms']} | {entry['p50_delta_ms']} "
+        f"({_goal(entry['p50_delta_ms'] <= 5)}) | {entry['endpoint']['images_per_second']} | "
+        f"{entry['throughput_ratio']} ({_goal(entry['throughput_ratio'] >= 0.8)}) |"
+        for entry in configurations.values()
+    ]
+    headline = configurations[result["configuration"]]
     return (
         "# The endpoint's overhead over an in-process forward\n\n"
-        "| | one image, p50 (ms) | batched images/s |\n|---|---|---|\n"
-        f"| in-process `LoadedModel.forward` | {result['in_process']['p50_ms']} | {result['in_process']['images_per_second']} |\n"
-        f"| endpoint over HTTP | {result['endpoint']['p50_ms']} | {result['endpoint']['images_per_second']} |\n\n"
-        f"p50 latency difference {delta} ms (goal ≤ 5 ms: {'met' if delta <= 5 else 'not met'}); "
-        f"batched throughput ratio {ratio} (goal ≥ 0.8: {'met' if ratio >= 0.8 else 'not met'}). "
-        f"Batches of {result['batch_images']} images, {result['clients']} concurrent clients, "
-        f"{result['reps']} sequential single-image requests, one model replica with "
-        f"{result.get('torch_threads', '?')} torch threads (as many as the in-process forward), "
-        "same machine.\n\n" + _breakdown(result) + provenance_markdown(result)
+        "| | one image, p50 (ms) | p50 difference (goal ≤ 5 ms) | batched images/s | "
+        "throughput ratio (goal ≥ 0.8) |\n|---|---|---|---|---|\n"
+        f"| in-process `LoadedModel.forward` | {in_process['p50_ms']} | | "
+        f"{in_process['images_per_second']} | |\n" + "\n".join(rows) + "\n\n"
+        f"The default endpoint ({headline['description']}): p50 latency difference "
+        f"{result['p50_delta_ms']} ms (goal ≤ 5 ms: {_goal(result['p50_delta_ms'] <= 5)}); "
+        f"batched throughput ratio {result['throughput_ratio']} (goal ≥ 0.8: "
+        f"{_goal(result['throughput_ratio'] >= 0.8)}). Batches of {result['batch_images']} images, "
+        f"{result['clients']} concurrent clients, {result['reps']} sequential single-image "
+        f"requests, the model with {result['torch_threads']} torch threads (as many as the "
+        "in-process forward), same machine, a fresh Ray for each configuration. One image "
+        f"in-process on one torch thread: {in_process.get('p50_ms_one_thread', '?')} ms "
+        f"(on {result['torch_threads']}: {in_process['p50_ms']} ms).\n\n"
+        + "".join(_breakdown(entry, in_process) for entry in configurations.values())
+        + provenance_markdown(result)
     )
 
 
-def _breakdown(result: dict[str, Any]) -> str:
-    stages = result.get("gateway_p50_ms") or {}
+def _goal(met: bool) -> str:
+    return "met" if met else "not met"
+
+
+def _breakdown(entry: dict[str, Any], in_process: dict[str, Any]) -> str:
+    stages = entry.get("gateway_p50_ms") or {}
     if "total" not in stages:
         return ""
-    client, gateway = result["endpoint"]["p50_ms"], stages["total"]
+    client, gateway = entry["endpoint"]["p50_ms"], stages["total"]
     rows = [f"| {name} | {value} |" for name, value in stages.items() if name != "total"]
+    outside = (
+        "HTTP to the gateway replica (client p50 − gateway p50)"
+        if entry["settings"].get("direct_ingress")
+        else "HTTP and Serve's proxy (client p50 − gateway p50)"
+    )
     return (
-        "Where one image's time goes (medians, ms; the gateway's `Server-Timing`):\n\n"
+        f"Where one image's time goes, {entry['description']} (medians, ms; the gateway's "
+        "`Server-Timing`):\n\n"
         "| stage | ms |\n|---|---|\n" + "\n".join(rows) + f"\n| gateway total | {gateway} |\n"
-        f"| HTTP and Serve's proxy (client p50 − gateway p50) | {round(client - gateway, 2)} |\n"
-        f"| of `model`: the hop to the model replica beyond the in-process forward | "
-        f"{round(stages.get('model', 0.0) - result['in_process']['p50_ms'], 2)} |\n\n"
+        f"| {outside} | {round(client - gateway, 2)} |\n"
+        f"| of `model`: beyond the in-process forward | "
+        f"{round(stages.get('model', 0.0) - in_process['p50_ms'], 2)} |\n\n"
     )
 
 
@@ -204,6 +272,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument(
+        "--configurations",
+        nargs="+",
+        choices=list(CONFIGURATIONS),
+        default=list(CONFIGURATIONS),
+        help="endpoint configurations to measure, in this order",
+    )
     args = parser.parse_args()
     result = run(args)
     RESULTS.mkdir(parents=True, exist_ok=True)

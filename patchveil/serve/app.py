@@ -1,11 +1,12 @@
-"""The Ray Serve application: a FastAPI gateway (OIP v2, auth, limits, defence, monitoring) in
-front of a batched model deployment. A thin layer: every decision is a pure function elsewhere in
+"""The Ray Serve application: a FastAPI gateway (OIP v2, auth, limits, defence, monitoring) that
+answers with a batched model. A thin layer: every decision is a pure function elsewhere in
 `patchveil.serve`, every forward pass is `models.inference.predict_with_embeddings`.
 
-Two deployments: `model` (replicas hold a registry model version; `@serve.batch` joins requests
-into forward passes of up to `max_batch_images` images; a new version arrives as a new
-`user_config` and is swapped in place, so no request is dropped) and `gateway` (one replica: the
-monitor's per-tenant state and the rate limits live there).
+`gateway` is one replica (the monitor's per-tenant state and the rate limits live there). The
+model is held by replicas that join requests into forward passes of up to `max_batch_images`
+images (`@serve.batch`) and take a new version as a new `user_config`, swapped in place so no
+request is dropped: with one CPU replica, the gateway itself (`ServeSettings.colocated`: no hop
+to another process); otherwise a `model` deployment the gateway calls through a Serve handle.
 """
 
 # No `from __future__ import annotations`: FastAPI must see `Request` itself in the routes
@@ -32,12 +33,13 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from patchveil.config import PlatformConfig
+from patchveil.errors import PatchveilError
 from patchveil.registry.tokens import token_matches
 from patchveil.serve.auth import TokenBook, active_token_hashes, bearer_token
 from patchveil.serve.guard import QueryGuard
 from patchveil.serve.he_service import HERunner, resolve_he_models
 from patchveil.serve.limits import ImageRateLimiter
-from patchveil.serve.model_host import Forward, LoadedModel, ModelRef
+from patchveil.serve.model_host import Forward, LoadedModel, ModelRef, split_forward
 from patchveil.serve.oip import (
     BINARY_HEADER,
     RequestError,
@@ -48,6 +50,8 @@ from patchveil.serve.oip import (
 )
 from patchveil.serve.secrets import operator_token_hash, server_secret
 from patchveil.serve.settings import (
+    DIRECT_INGRESS_ENV,
+    GATEWAY_CPUS,
     ServeSettings,
     defence_settings,
     monitor_settings,
@@ -82,40 +86,40 @@ async def _validation_error(_request: Request, error: RequestValidationError) ->
     return _error(422, f"invalid request: {first.get('msg', 'bad parameters')}")
 
 
-@serve.deployment(name="model", ray_actor_options={"num_cpus": 1})
-class ModelRunner:
-    """Replicas that hold one model version and answer batched forward passes."""
+class ModelHolder:
+    """A replica that holds one model version and answers batched forward passes: the model
+    deployment's replicas, or the gateway itself when it holds the model (`colocated`).
 
-    def __init__(self) -> None:
-        self._model: LoadedModel | None = None
+    A new version arrives as a new `user_config` (`reconfigure`): it loads beside the old one,
+    then the reference swaps, so requests in flight finish on the version they started with.
+    """
+
+    _model: LoadedModel | None = None
+    _threads: int = 1
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         ref = ModelRef.from_json(config["model"])
         settings = ServeSettings(**config.get("settings", {}))
         self.forward.set_max_batch_size(settings.max_batch_images)
         self.forward.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
-        # torch's threads = the CPUs the replica holds (Ray sets OMP_NUM_THREADS only at start).
-        torch.set_num_threads(max(1, int(settings.model_cpus)))
+        # torch's threads = the CPUs the model holds (Ray sets OMP_NUM_THREADS only at start).
+        self._threads = max(1, int(settings.model_cpus))
         if self._model is None or self._model.ref != ref:
-            # Load beside the old model, then swap the reference: requests in flight finish on
-            # the version they started with, later ones get the new one.
             self._model = LoadedModel(ref, use_gpu=settings.use_gpu)
-
-    def describe(self) -> dict[str, Any]:
-        model = self._require()
-        return {
-            "name": model.ref.name,
-            "version": model.ref.version,
-            "image_size": model.image_size,
-            "num_classes": model.num_classes,
-            "head_weight": model.head_weight(),
-            "reference_embeddings": model.reference_embeddings,
-        }
 
     def _require(self) -> LoadedModel:
         if self._model is None:
             raise RuntimeError("no model loaded yet")
         return self._model
+
+    def describe(self) -> dict[str, Any]:
+        return self._require().describe()
+
+    def _run_forward(self, model: LoadedModel, images: np.ndarray) -> Forward:
+        # On the thread that runs it: OpenMP's thread count is per calling thread.
+        if torch.get_num_threads() != self._threads:
+            torch.set_num_threads(self._threads)
+        return model.forward(images)
 
     @serve.batch(
         max_batch_size=256,
@@ -125,32 +129,31 @@ class ModelRunner:
     async def forward(self, batches: list[np.ndarray]) -> list[Forward]:
         model = self._require()  # one version for the whole batch
         joined = np.concatenate(batches) if len(batches) > 1 else batches[0]
-        answer = await asyncio.to_thread(model.forward, joined)
-        results, start = [], 0
-        for batch in batches:
-            stop = start + len(batch)
-            results.append(
-                Forward(
-                    answer.probabilities[start:stop],
-                    answer.embeddings[start:stop],
-                    answer.model_version,
-                )
-            )
-            start = stop
-        return results
+        answer = await asyncio.to_thread(self._run_forward, model, joined)
+        return split_forward(answer, [len(batch) for batch in batches])
+
+
+@serve.deployment(name="model", ray_actor_options={"num_cpus": 1})
+class ModelRunner(ModelHolder):
+    """The model deployment's replicas (more than one, or on a GPU): the gateway asks them
+    through a Serve handle."""
 
     async def __call__(self, images: np.ndarray) -> Forward:
         return await self.forward(images)
 
 
-@serve.deployment(name="gateway", num_replicas=1, ray_actor_options={"num_cpus": 0.5})
+@serve.deployment(name="gateway", num_replicas=1, ray_actor_options={"num_cpus": GATEWAY_CPUS})
 @serve.ingress(api)
-class QueryGateway:
-    """Checks every request, asks the model, applies the clone defence and logs the answer."""
+class QueryGateway(ModelHolder):
+    """Checks every request, asks the model, applies the clone defence and logs the answer.
+
+    The model is the model deployment's (`runner`, a Serve handle) or, with `runner` None, the
+    one this replica holds itself (`ModelHolder`, its version in this deployment's `user_config`).
+    """
 
     def __init__(
         self,
-        runner: DeploymentHandle,
+        runner: DeploymentHandle | None,
         gateway: dict[str, Any],
         he_runner: DeploymentHandle | None = None,
     ) -> None:
@@ -184,7 +187,10 @@ class QueryGateway:
         if self._described is None or (
             version is not None and self._described["version"] != version
         ):
-            described = await self.runner.describe.remote()
+            if self.runner is None:
+                described = self.describe()
+            else:
+                described = await self.runner.describe.remote()
             self.guard.use_model(
                 described["version"],
                 np.asarray(described["head_weight"]),
@@ -228,11 +234,9 @@ class QueryGateway:
 
     async def _forward(self, images: np.ndarray) -> Forward:
         step = self.settings.max_batch_images
+        ask = self.forward if self.runner is None else self.runner.remote
         parts = await asyncio.gather(
-            *(
-                self.runner.remote(images[start : start + step])
-                for start in range(0, len(images), step)
-            )
+            *(ask(images[start : start + step]) for start in range(0, len(images), step))
         )
         versions = {part.model_version for part in parts}
         if len(versions) > 1:  # a swap happened between the parts: ask again, all on the new one
@@ -464,18 +468,22 @@ def build_application(ref: ModelRef, settings: ServeSettings, config: PlatformCo
     """The bound Serve application for model version `ref`."""
     # `version` is Serve's own versioning, passed as Serve's deploy API does (`_internal`).
     versioned: dict[str, Any] = {"version": code_version(), "_internal": True}
-    runner = ModelRunner.options(
-        num_replicas=settings.model_replicas,
-        ray_actor_options={
-            "num_cpus": settings.model_cpus,
-            "num_gpus": 1 if settings.use_gpu else 0,
-        },
-        user_config={"model": ref.to_json(), "settings": asdict(settings)},
-        # As many requests as one batch of images can hold (the gateway bounds the rest), so a
-        # full batch can form.
-        max_ongoing_requests=max(settings.max_ongoing_requests, settings.max_batch_images),
-        **versioned,
-    ).bind()
+    # The model's version and settings: a changed `user_config` reconfigures in place.
+    model_config = {"model": ref.to_json(), "settings": asdict(settings)}
+    runner = None
+    if not settings.colocated:
+        runner = ModelRunner.options(
+            num_replicas=settings.model_replicas,
+            ray_actor_options={
+                "num_cpus": settings.model_cpus,
+                "num_gpus": 1 if settings.use_gpu else 0,
+            },
+            user_config=model_config,
+            # As many requests as one batch of images can hold (the gateway bounds the rest), so
+            # a full batch can form.
+            max_ongoing_requests=max(settings.max_ongoing_requests, settings.max_batch_images),
+            **versioned,
+        ).bind()
     if settings.he_models is None:
         settings = replace(settings, he_models=resolve_he_models(config.home, None))
     he_runner = None
@@ -492,11 +500,21 @@ def build_application(ref: ModelRef, settings: ServeSettings, config: PlatformCo
                 "max_body_bytes": settings.he_max_body_bytes,
             }
         )
-    return QueryGateway.options(
-        max_ongoing_requests=settings.max_ongoing_requests,
-        max_queued_requests=settings.max_queued_requests,
+    gateway: dict[str, Any] = {
+        "ray_actor_options": {
+            "num_cpus": GATEWAY_CPUS + (settings.model_cpus if settings.colocated else 0)
+        },
+        "max_ongoing_requests": settings.max_ongoing_requests,
+        "max_queued_requests": settings.max_queued_requests,
         **versioned,
-    ).bind(runner, gateway_args(ref.name, settings, config), he_runner)
+    }
+    if settings.colocated:
+        gateway["user_config"] = model_config
+    if settings.direct_ingress:
+        gateway["ray_actor_options"]["runtime_env"] = {"env_vars": dict(DIRECT_INGRESS_ENV)}
+    return QueryGateway.options(**gateway).bind(
+        runner, gateway_args(ref.name, settings, config), he_runner
+    )
 
 
 def build_app(args: dict[str, str]) -> Any:
@@ -513,6 +531,13 @@ def build_app(args: dict[str, str]) -> Any:
             for k, v in overrides.items()
         }
     )
+    if settings.direct_ingress:
+        # Serve's controller must start with the flag (`patchveil serve start` does that); a
+        # gateway alone with it would serve on a port its controller neither reports nor frees.
+        raise PatchveilError(
+            "direct_ingress is set where the endpoint starts Serve (`patchveil serve start`), "
+            "not in a Serve config: leave it out here"
+        )
     version = args.get("version")
     record = resolve_model(config.registry_url, args["model"], int(version) if version else None)
     return build_application(

@@ -6,6 +6,7 @@ Platform side: the checkpoint holds weights trained on ciphertext, nothing of a 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,6 +84,18 @@ class LoadedModel:
         """The classifier's weight rows [classes, D] (which classes the model finds alike)."""
         return self.model.get_classifier().weight.detach().float().cpu().numpy()
 
+    def describe(self) -> dict[str, Any]:
+        """What the gateway needs to know of this version: its shapes, the head's weights and
+        the reference embeddings (the defence's and the monitor's fit)."""
+        return {
+            "name": self.ref.name,
+            "version": self.ref.version,
+            "image_size": self.image_size,
+            "num_classes": self.num_classes,
+            "head_weight": self.head_weight(),
+            "reference_embeddings": self.reference_embeddings,
+        }
+
     def forward(self, images: np.ndarray) -> Forward:
         logits, embeddings = predict_with_embeddings(
             self.model, images, self.device, unpack_nibbles=self.spec.in_chans == 6
@@ -92,3 +105,19 @@ class LoadedModel:
             embeddings=embeddings.numpy().astype(np.float32),
             model_version=self.ref.version,
         )
+
+
+def split_forward(answer: Forward, sizes: list[int]) -> list[Forward]:
+    """One forward pass over several requests' images, cut back into one answer per request."""
+    parts, start = [], 0
+    for size in sizes:
+        stop = start + size
+        parts.append(
+            Forward(
+                answer.probabilities[start:stop],
+                answer.embeddings[start:stop],
+                answer.model_version,
+            )
+        )
+        start = stop
+    return parts

@@ -12,7 +12,7 @@ from patchveil.config import PlatformConfig
 from patchveil.errors import PatchveilError
 from patchveil.serve.model_host import ModelRef, resolve_model
 from patchveil.serve.secrets import ensure_operator_token, server_secret
-from patchveil.serve.settings import APP_NAME, ServeSettings, serve_home
+from patchveil.serve.settings import APP_NAME, DIRECT_INGRESS_ENV, ServeSettings, serve_home
 
 ENDPOINT_FILE = "endpoint.json"
 
@@ -35,12 +35,11 @@ class Endpoint:
         }
 
 
-def _record(config: PlatformConfig, settings: ServeSettings, ref: ModelRef) -> None:
+def _record(config: PlatformConfig, settings: ServeSettings, ref: ModelRef, url: str) -> None:
     folder = serve_home(config)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / ENDPOINT_FILE).write_text(
-        json.dumps({"settings": asdict(settings), "model": ref.to_json()}, indent=2) + "\n"
-    )
+    recorded = {"url": url, "settings": asdict(settings), "model": ref.to_json()}
+    (folder / ENDPOINT_FILE).write_text(json.dumps(recorded, indent=2) + "\n")
 
 
 def running_settings(config: PlatformConfig) -> tuple[ServeSettings, ModelRef]:
@@ -52,6 +51,41 @@ def running_settings(config: PlatformConfig) -> tuple[ServeSettings, ModelRef]:
         )
     recorded = json.loads(path.read_text())
     return ServeSettings(**recorded["settings"]), ModelRef.from_json(recorded["model"])
+
+
+def _url(settings: ServeSettings, timeout_s: float = 60.0) -> str:
+    """Where clients reach the endpoint: Serve's proxy on `port`, or with `direct_ingress` the
+    gateway replica's own port, which Serve's controller allocates and reports.
+
+    The controller reports it in the serve details' target groups (the same `target_groups` as
+    the dashboard's `/api/serve/applications/`); Ray has no public Python call for them yet.
+    """
+    proxy = f"http://{settings.host}:{settings.port}"
+    if not settings.direct_ingress:
+        return proxy
+    from ray.serve.context import _get_global_client
+
+    client = _get_global_client()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ports = [
+            target["port"]
+            for group in client.get_serve_details().get("target_groups", [])
+            if group.get("app_name") == APP_NAME and group.get("protocol") == "HTTP"
+            for target in group["targets"]
+            # An app without a running replica is reported at the proxy's address instead.
+            if str(target.get("name", "")).startswith("SERVE_REPLICA::")
+        ]
+        if ports:
+            return f"http://{settings.host}:{ports[0]}"
+        if time.monotonic() > deadline:
+            raise PatchveilError(
+                "direct_ingress is on but Serve reports no port of the gateway replica's own "
+                f"within {timeout_s:.0f} s (a Serve instance started without "
+                "RAY_SERVE_ENABLE_DIRECT_INGRESS?); the endpoint still answers through the "
+                f"proxy at {proxy}"
+            )
+        time.sleep(0.2)
 
 
 def _run(ref: ModelRef, settings: ServeSettings, config: PlatformConfig) -> None:
@@ -90,12 +124,27 @@ def start_endpoint(
     folder = serve_home(config)
     server_secret(folder)  # made here, once, not by a replica racing another
     operator_token = ensure_operator_token(folder)
-    serve.start(http_options={"host": settings.host, "port": settings.port})
+    controller_options = None
+    if settings.direct_ingress:
+        from ray.serve.context import _get_global_client
+
+        if _get_global_client(raise_if_no_controller_running=False) is not None:
+            raise PatchveilError(
+                "direct_ingress needs a Serve instance this endpoint starts (Serve's controller "
+                "reads RAY_SERVE_ENABLE_DIRECT_INGRESS when it starts), but Serve already runs "
+                "on this Ray cluster: stop it (`serve shutdown`) or start without direct_ingress"
+            )
+        controller_options = {"runtime_env": {"env_vars": dict(DIRECT_INGRESS_ENV)}}
+    serve.start(
+        http_options={"host": settings.host, "port": settings.port},
+        controller_options=controller_options,
+    )
     ref = ModelRef(record.name, record.version, record.checkpoint_uri)
     _run(ref, settings, config)
-    _record(config, settings, ref)
+    url = _url(settings)
+    _record(config, settings, ref, url)
     return Endpoint(
-        url=f"http://{settings.host}:{settings.port}",
+        url=url,
         model_name=record.name,
         model_version=record.version,
         operator_token=operator_token,
@@ -106,16 +155,18 @@ def start_endpoint(
 def deploy_version(config: PlatformConfig, version: int, model_name: str | None = None) -> Endpoint:
     """Swap the running endpoint to another version of its model (or of `model_name`).
 
-    Only the model deployment's `user_config` changes, so Serve reconfigures its replicas in
-    place: each loads the new weights beside the old and swaps, and no request is dropped.
+    Only the `user_config` of the replicas holding the model changes (the model deployment's, or
+    the gateway's when it holds the model), so Serve reconfigures them in place: each loads the
+    new weights beside the old and swaps, and no request is dropped.
     """
     settings, current = running_settings(config)
     record = resolve_model(config.registry_url, model_name or current.name, version)
     ref = ModelRef(record.name, record.version, record.checkpoint_uri)
     _run(ref, settings, config)
-    _record(config, settings, ref)
+    url = _url(settings)
+    _record(config, settings, ref, url)
     return Endpoint(
-        url=f"http://{settings.host}:{settings.port}",
+        url=url,
         model_name=record.name,
         model_version=record.version,
         operator_token=None,

@@ -13,6 +13,18 @@ from patchveil.serve.monitor import MonitorSettings
 APP_NAME = "patchveil"
 # An OIP request's input tensor name; the response's outputs.
 INPUT_NAME = "images"
+# The CPUs the gateway's own work takes (auth, parsing, the defence, the monitor); a gateway that
+# holds the model (`ServeSettings.colocated`) holds the model's CPUs on top.
+GATEWAY_CPUS = 0.5
+# Ray Serve's experimental direct ingress (`ServeSettings.direct_ingress`), as environment
+# variables of the Serve controller and the gateway replica: Serve reads them when its processes
+# start (ray/serve/_private/constants.py). Serve holds a stopping gateway open 30 s by default so
+# that a load balancer can deregister it; clients here call the replica's address directly and
+# no load balancer is told, so 1 s.
+DIRECT_INGRESS_ENV = {
+    "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+}
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,17 @@ class ServeSettings:
     model_replicas: int = 1
     model_cpus: float = 1.0
     use_gpu: bool = False
+    # With one CPU model replica, the gateway holds the model and calls its forward in its own
+    # process: no hop to a separate model replica (`colocated`). Ignored with more replicas or a
+    # GPU, where the model deployment scales on its own.
+    colocate_model: bool = True
+    # EXPERIMENTAL (Ray Serve 2.60's direct ingress): the gateway replica serves HTTP itself, on
+    # `host` and a port Serve allocates in 30000-31000, so clients skip Serve's proxy and the
+    # body's RPC back to it. `Endpoint.url` and <home>/serve/endpoint.json name that port; `port`
+    # still answers through the proxy. It needs a Serve instance this endpoint starts (Serve's
+    # controller reads the flag when it starts; not from a Serve config file), and the port
+    # changes whenever the gateway replica is replaced (a crash, new code; a model swap keeps it).
+    direct_ingress: bool = False
     defence: bool = True
     token_refresh_s: float = 5.0
     # The clone policy, in distinct images per tenant (repeats of an image do not count): α of
@@ -58,6 +81,11 @@ class ServeSettings:
     he_cpus: float = 1.0
     he_max_ongoing_requests: int = 2
     he_max_queued_requests: int = 8
+
+    @property
+    def colocated(self) -> bool:
+        """Whether the gateway holds the model itself (see `colocate_model`)."""
+        return self.colocate_model and self.model_replicas == 1 and not self.use_gpu
 
     def __post_init__(self) -> None:
         if self.he_models is not None:  # from JSON (a recorded endpoint, a Serve config): a list

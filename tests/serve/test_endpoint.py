@@ -21,6 +21,7 @@ from patchveil.models.square_nets import InputLayout, plain_predict
 from patchveil.registry.registry import Registry
 from patchveil.serve.he_inference import HERequest, HEResponse
 from patchveil.serve.runtime import deploy_version
+from patchveil.serve.settings import APP_NAME
 from patchveil.tenants.client import Tenant
 from patchveil.tenants.he_client import HEQueryClient, tenant_he_context
 from patchveil.tenants.keystore import KeyStore
@@ -52,6 +53,17 @@ def test_health_and_metadata(endpoint: RunningEndpoint) -> None:
     assert metadata["inputs"][0]["shape"] == [-1, IMAGE_SIZE, IMAGE_SIZE, 3]
     missing = httpx.get(f"{endpoint.url}/v2/models/other")
     assert missing.status_code == 404 and "error" in missing.json()
+
+
+def test_the_gateway_holds_the_model(endpoint: RunningEndpoint) -> None:
+    """One CPU model replica (the default): the gateway holds it, no hop to another process
+    (tests/serve/test_endpoint_handle.py runs these tests with a model deployment)."""
+    from ray import serve
+
+    deployments = serve.status().applications[APP_NAME].deployments
+    assert "gateway" in deployments and "model" not in deployments
+    recorded = json.loads((endpoint.config.home / "serve" / "endpoint.json").read_text())
+    assert recorded["url"] == endpoint.url
 
 
 def test_a_tenant_queries_ciphertext_and_gets_the_models_answers(endpoint: RunningEndpoint) -> None:
