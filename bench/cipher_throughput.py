@@ -1,7 +1,7 @@
 """Throughput and peak memory of every cipher at 32 and 224 px, beside a numpy copy in the same run.
 
-Run: `.venv/bin/python bench/cipher_throughput.py [--count-32 20000] [--count-224 2000] [--repeats 3]`
-Writes bench/results/cipher_throughput.{json,md}.
+Run: `.venv/bin/python bench/cipher_throughput.py [--count-32 20000] [--count-224 2000] [--repeats 3]
+[--kernels numba|numpy]`. Writes bench/results/cipher_throughput.{json,md}.
 
 Every measurement runs in its own subprocess, which loads the batch from a `.npy` file (as the
 CLI does), runs one operation (`copy`, or one cipher's encrypt or decrypt) `--repeats` times and
@@ -11,6 +11,12 @@ memory; every output is a fresh allocation whose page faults its operation pays.
 - memory: (peak − the loaded input − one output) / CHUNK_BYTES (goal ≤ 2).
 The file column is load + operation + save of the whole batch, as `patchveil encrypt` does it.
 Three reference operations, measured the same way, bound what the ciphers can reach (REFERENCES).
+
+The ciphers' loops run compiled (numba) or in numpy (`--kernels`, default PATCHVEIL_KERNELS or
+numba where installed); `kernels` in the results says which. Before a cipher's batch is loaded,
+its worker makes a first call on a few images: the compiled loops load from numba's cache (or
+compile), and that one-off time and memory per process are reported apart (`first_call`), not
+counted in the chunk memory, which is working memory.
 """
 
 from __future__ import annotations
@@ -30,8 +36,8 @@ from typing import Any
 import numpy as np
 
 from patchveil.reporting import provenance, provenance_markdown, write_json, write_text
-from patchveil.tenants.ciphers import available_ciphers, create_cipher
-from patchveil.tenants.ciphers.base import CHUNK_BYTES
+from patchveil.tenants.ciphers import available_ciphers, create_cipher, hazmat
+from patchveil.tenants.ciphers.base import CHUNK_BYTES, Cipher
 from patchveil.tenants.keys import CipherSpec, Key
 
 RESULTS = Path(__file__).parent / "results"
@@ -59,8 +65,35 @@ def resident_bytes() -> int:
     return pages * resource.getpagesize()
 
 
+def kernels_in_use() -> dict[str, Any]:
+    """Which implementation runs the cipher loops in this process, and on how many threads."""
+    threads = 1
+    if hazmat.KERNELS == "numba":
+        from patchveil.tenants.ciphers import kernels
+
+        threads = kernels.THREADS
+    return {"implementation": hazmat.KERNELS, "threads": threads}
+
+
+def first_call(cipher: Cipher, image_size: int) -> dict[str, Any]:
+    """Encrypt and decrypt a few images (enough for the threaded loops) with a cipher of the
+    benchmarked spec: the one-off cost of loading (or compiling) its loops, time and memory."""
+    before = resident_bytes()
+    begin = time.perf_counter()
+    count = 2**20 // (3 * image_size**2) + 2
+    images = np.zeros((count, image_size, image_size, 3), dtype=np.uint8)
+    nonces = np.arange(count, dtype=np.int64) if cipher.per_image else None
+    cipher.decrypt(cipher.encrypt(images, nonces), nonces)
+    return {"seconds": time.perf_counter() - begin, "bytes": resident_bytes() - before}
+
+
 def worker(task: dict[str, Any]) -> dict[str, Any]:
     """One measurement in this (fresh) process: see the module docstring."""
+    warm_up = None
+    if task["operation"] in ("encrypt", "decrypt"):
+        params = tuple((key, value) for key, value in task["params"])
+        spec = CipherSpec(task["cipher"], task["block_size"], task["image_size"], params)
+        warm_up = first_call(create_cipher(Key.generate("bench", spec)), task["image_size"])
     start = time.perf_counter()
     images = np.load(task["input"])
     load_seconds = time.perf_counter() - start
@@ -101,6 +134,8 @@ def worker(task: dict[str, Any]) -> dict[str, Any]:
         "file_seconds": load_seconds + min(times) + save_seconds,
         "peak_bytes": peak,
         "beyond_input_and_output_bytes": peak - loaded - out.nbytes,
+        "kernels": kernels_in_use(),
+        "first_call": warm_up,
     }
 
 
@@ -160,7 +195,12 @@ def bench_geometry(
     source = folder / f"images_{image_size}.npy"
     np.save(source, images)
     del images
-    base = {"input": str(source), "output": str(folder / "out.npy"), "repeats": repeats}
+    base = {
+        "input": str(source),
+        "output": str(folder / "out.npy"),
+        "repeats": repeats,
+        "image_size": image_size,
+    }
     # The copy is quick: more runs, before and after the ciphers, make its best time as
     # undisturbed by the rest of the machine as theirs.
     copy_task = {**base, "operation": "copy", "repeats": max(repeats, 5)}
@@ -230,6 +270,7 @@ def markdown(meta: dict[str, Any], geometries: list[dict[str, Any]], repeats: in
         "Throughput ratio = copy time / cipher time (goal ≥ 0.5). Memory = (peak RSS − loaded "
         "input − one output) / chunk (goal ≤ 2). File = load + operation + save, ratio to the "
         "same with the copy.",
+        kernels_markdown(meta["kernels"], geometries),
     ]
     for geometry in geometries:
         copy = geometry["copy"]
@@ -264,24 +305,53 @@ def markdown(meta: dict[str, Any], geometries: list[dict[str, Any]], repeats: in
     return "\n".join(lines) + "\n"
 
 
+def kernels_markdown(kernels: dict[str, Any], geometries: list[dict[str, Any]]) -> str:
+    """One line: which loops ran, and the one-off cost of their first call in a process."""
+    if kernels["implementation"] == "numpy":
+        return "Cipher loops: numpy (`--kernels numpy`)."
+    first_calls = [
+        row[operation]["first_call"]
+        for geometry in geometries
+        for row in geometry["rows"]
+        for operation in ("encrypt", "decrypt")
+    ]
+    seconds = [call["seconds"] for call in first_calls]
+    mib = [call["bytes"] / 2**20 for call in first_calls]
+    threads = kernels["threads"]
+    where = "in the calling thread" if threads == 1 else f"on {threads} threads from 1 MiB"
+    return (
+        f"Cipher loops: numba, compiled, {where} (PATCHVEIL_KERNEL_THREADS). Their first call "
+        "in a process (loops from numba's cache, not counted above): "
+        f"{min(seconds):.2f}–{max(seconds):.2f} s and {min(mib):.0f}–{max(mib):.0f} MiB of "
+        "resident code and runtime (numba, LLVM), once per process."
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count-32", type=int, default=20000, help="images at 32 px")
     parser.add_argument("--count-224", type=int, default=2000, help="images at 224 px")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--kernels",
+        choices=hazmat.KERNEL_CHOICES,
+        default=hazmat.KERNELS,
+        help="what runs the cipher loops (default: PATCHVEIL_KERNELS, else numba where installed)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return
+    os.environ["PATCHVEIL_KERNELS"] = hazmat.KERNELS = args.kernels  # and every worker's
     counts = {32: args.count_32, 224: args.count_224}
     with tempfile.TemporaryDirectory(prefix="cipher_throughput_") as folder:
         geometries = [
             bench_geometry(size, block, counts[size], args.repeats, Path(folder))
             for size, block in GEOMETRIES
         ]
-    meta = provenance()
+    meta = {**provenance(), "kernels": kernels_in_use()}
     payload = {
         **meta,
         "chunk_bytes": CHUNK_BYTES,

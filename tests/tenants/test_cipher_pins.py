@@ -5,11 +5,12 @@ keep decrypting whatever the implementation does to go faster."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 
 import numpy as np
 import pytest
 
-from patchveil.tenants.ciphers import create_cipher
+from patchveil.tenants.ciphers import create_cipher, hazmat
 from patchveil.tenants.ciphers.base import Cipher
 from patchveil.tenants.keys import CipherSpec, Key, ParamValue
 
@@ -19,6 +20,24 @@ Params = tuple[tuple[str, ParamValue], ...]
 PINNED_SECRET = hashlib.sha256(b"patchveil cipher pins").digest()
 # Nonces of every range the key store and the platform use (indices, reserved, queries).
 PINNED_NONCES = (0, 1, 2**61 + 7, 2**62 + 123_456_789, 2**63 - 1)
+
+
+KERNEL_IMPLEMENTATIONS = [
+    "numpy",
+    pytest.param(
+        "numba",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("numba") is None, reason="the compiled loops need numba"
+        ),
+    ),
+]
+
+
+@pytest.fixture(params=KERNEL_IMPLEMENTATIONS)
+def kernels(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every pin holds for the numpy reference and for the compiled loops (`hazmat.KERNELS`)."""
+    monkeypatch.setattr(hazmat, "KERNELS", request.param)
+    return request.param
 
 
 def pinned_cases() -> list[tuple[str, int, int, Params]]:
@@ -122,7 +141,7 @@ PINNED_DIGESTS: dict[str, str] = {
 
 
 @pytest.mark.parametrize("case", pinned_cases(), ids=case_id)
-def test_cipher_output_is_pinned(case: tuple[str, int, int, Params]) -> None:
+def test_cipher_output_is_pinned(case: tuple[str, int, int, Params], kernels: str) -> None:
     assert pinned_digest(pinned_cipher(*case)) == PINNED_DIGESTS[case_id(case)]
 
 
@@ -185,6 +204,6 @@ BATCH_DIGESTS: dict[str, str] = {
 
 @pytest.mark.parametrize("case", batch_cases(), ids=batch_case_id)
 def test_cipher_output_is_pinned_on_large_images_and_batches(
-    case: tuple[str, int, int, Params, int],
+    case: tuple[str, int, int, Params, int], kernels: str
 ) -> None:
     assert batch_digest(pinned_cipher(*case[:4]), case[4]) == BATCH_DIGESTS[batch_case_id(case)]

@@ -9,14 +9,85 @@ loop over images or blocks.
 Per-image ciphers move whole blocks instead (`move_blocks`): a block row is 3·M contiguous bytes,
 so a block order becomes a gather of rows of 3·M bytes (one index per block row, not per byte),
 and an in-block transform touches only the blocks that drew it.
+
+On the CPU the loops run compiled (`kernels`, numba) where numba is installed; the numpy code
+here is the fallback and the reference they must equal byte for byte (`KERNELS` chooses).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import os
+import sys
 from dataclasses import dataclass
+from functools import cached_property
+from types import ModuleType
 
 import numpy as np
+
+KERNEL_CHOICES = ("numba", "numpy")
+
+
+def kernels_from_environment() -> str:
+    """`PATCHVEIL_KERNELS` ("numba" or "numpy"); unset: numba where it is installed."""
+    wanted = os.environ.get("PATCHVEIL_KERNELS", "").strip().lower()
+    installed = importlib.util.find_spec("numba") is not None
+    if not wanted:
+        return "numba" if installed else "numpy"
+    if wanted not in KERNEL_CHOICES:
+        raise ValueError(
+            f"PATCHVEIL_KERNELS must be one of {', '.join(KERNEL_CHOICES)} (or unset: numba "
+            f"where it is installed), got {wanted!r}"
+        )
+    if wanted == "numba" and not installed:
+        raise ValueError("PATCHVEIL_KERNELS=numba, but numba is not installed (pip install numba)")
+    return wanted
+
+
+KERNELS = kernels_from_environment()
+"""What runs the CPU loops: "numba" (compiled, `kernels`) or "numpy" (the reference). Read on
+every call, so a test can switch it by assignment."""
+
+
+def compiled_kernels(out: np.ndarray, *inputs: np.ndarray) -> ModuleType | None:
+    """The `kernels` module when KERNELS is numba, every array is C-contiguous uint8 and `out`
+    overlaps no input (a loop reads what it has not yet written), else None: numpy runs."""
+    if KERNELS != "numba":
+        return None
+    arrays = (out, *inputs)
+    if not all(array.dtype == np.uint8 and array.flags.c_contiguous for array in arrays):
+        return None
+    if any(np.may_share_memory(out, array) for array in inputs):
+        return None
+    from patchveil.tenants.ciphers import kernels  # numba loads on first use only
+
+    return kernels
+
+
+def is_word_aligned(array: np.ndarray) -> bool:
+    """Whether a C-contiguous 2-D uint8 array's rows are whole uint64 words, 8-byte aligned."""
+    return array.shape[-1] % 8 == 0 and array.__array_interface__["data"][0] % 8 == 0
+
+
+def check_range(name: str, values: np.ndarray, stop: int) -> None:
+    """Refuse indices outside [0, stop): the compiled loops trust every index they are given."""
+    if values.size and (values.min() < 0 or values.max() >= stop):
+        raise ValueError(
+            f"{name} must lie in [0, {stop}), got values in [{values.min()}, {values.max()}]"
+        )
+
+
+def checked_per_block(
+    name: str, values: np.ndarray, count: int, blocks: int, stop: int | None, dtype: type
+) -> np.ndarray:
+    """`values` (one per image and block, each in [0, stop) unless stop is None) as a
+    C-contiguous array of `dtype` for the compiled loops, or a ValueError naming it."""
+    if values.shape != (count, blocks):
+        raise ValueError(f"{name} must be ({count}, {blocks}), got {list(values.shape)}")
+    if stop is not None:
+        check_range(name, values, stop)
+    return np.ascontiguousarray(values, dtype=dtype)
 
 
 def block_index(image_size: int, block_size: int, channels: int = 3) -> np.ndarray:
@@ -71,9 +142,31 @@ class GatherMask:
         self.source.setflags(write=False)
         self.mask.setflags(write=False)
 
-    @property
+    @cached_property
     def has_mask(self) -> bool:
         return bool(self.mask.any())
+
+    @cached_property
+    def row_length(self) -> int:
+        """The fewest values a row of `flat` needs (one past the largest source position)."""
+        return int(self.source.max()) + 1 if self.source.size else 0
+
+    @cached_property
+    def compact_source(self) -> np.ndarray:
+        """`source` as uint32, the compiled gather's index (unsigned: no check for negatives)."""
+        compact = self.source.astype(np.uint32)
+        compact.setflags(write=False)
+        return compact
+
+    @cached_property
+    def mask_words(self) -> np.ndarray | None:
+        """`mask` as little-endian uint64 words, for the compiled gather that stores whole words;
+        None where a row is not whole words (or words are not little-endian)."""
+        if self.mask.size % 8 or sys.byteorder != "little":
+            return None
+        words = self.mask.copy().view(np.uint64)
+        words.setflags(write=False)
+        return words
 
     def apply(
         self, flat: np.ndarray, out: np.ndarray | None = None, device: str | None = None
@@ -84,8 +177,23 @@ class GatherMask:
             from patchveil.tenants.ciphers.gpu import apply_on_device
 
             return apply_on_device(self, flat, out, device)
+        if flat.ndim != 2 or flat.shape[1] < self.row_length:
+            raise ValueError(
+                f"a gather table over rows of {self.row_length} values needs flat images "
+                f"(N, {self.row_length}), got {list(flat.shape)}"
+            )
         if out is None:
             out = np.empty((len(flat), self.source.size), dtype=flat.dtype)
+        kernels = compiled_kernels(out, flat, self.mask)
+        if kernels is not None and out.shape == (len(flat), self.source.size):
+            if self.mask_words is not None and is_word_aligned(out):
+                serial, parallel = kernels.gather_xor, kernels.gather_xor_parallel
+                target, mask = out.view(np.uint64), self.mask_words
+            else:
+                serial, parallel = kernels.gather_xor_bytes, kernels.gather_xor_bytes_parallel
+                target, mask = out, self.mask
+            kernels.run(serial, parallel, out.nbytes, flat, self.compact_source, mask, target)
+            return out
         # A few images at a time (about GATHER_BYTES of them, and at least 64: numpy's take costs
         # a pass over the index per call): each is masked while it is still in cache after its
         # gather, instead of a second pass over the whole batch.
@@ -130,6 +238,58 @@ def join_nibbles(nibbles: np.ndarray, out: np.ndarray | None = None) -> np.ndarr
     return np.bitwise_or(high, nibbles[:, 1::2], out=high)
 
 
+def gather_nibble_halves(
+    high: GatherMask, low: GatherMask, flat: np.ndarray, out: np.ndarray
+) -> None:
+    """out := (high.apply(nibbles) << 4) | low.apply(nibbles), the nibbles of `flat` laid out as
+    [all high | all low] (N, 2K): two gathers of 4-bit values joined into bytes (as `le` does).
+
+    Compiled, an image at a time: split into a buffer in cache, then one pass over its output;
+    in numpy, a few images at a time (as `GatherMask.apply` gathers them).
+    """
+    row = flat.shape[1]
+    if out.shape != (len(flat), high.source.size) or low.source.size != high.source.size:
+        raise ValueError(
+            f"two nibble tables of one size and out (N, that size) are needed, got tables of "
+            f"{high.source.size} and {low.source.size} and out {list(out.shape)}"
+        )
+    for table in (high, low):
+        if table.row_length > 2 * row:
+            raise ValueError(
+                f"a nibble table over {table.row_length} nibbles needs images of "
+                f"{(table.row_length + 1) // 2} bytes or more, got {row}"
+            )
+    if len(flat) == 0:
+        return
+    kernels = compiled_kernels(out, flat, high.mask, low.mask)
+    # 4-bit masks (as `le` has) make one byte mask for both halves.
+    if kernels is not None and ((high.mask | low.mask) < 16).all():
+        kernels.run(
+            kernels.gather_nibbles,
+            kernels.gather_nibbles_parallel,
+            out.nbytes,
+            flat,
+            high.compact_source,
+            low.compact_source,
+            (high.mask << 4) | low.mask,
+            np.empty((kernels.thread_count(), 2 * row), dtype=np.uint8),
+            out,
+        )
+        return
+    step = min(len(flat), max(64, GATHER_BYTES // max(1, row)))
+    nibbles = np.empty((step, 2 * row), dtype=np.uint8)
+    gathered = np.empty((step, out.shape[1]), dtype=np.uint8)
+    for start in range(0, len(flat), step):
+        part, target = flat[start : start + step], out[start : start + step]
+        count = len(part)
+        np.right_shift(part, 4, out=nibbles[:count, :row])
+        np.bitwise_and(part, 0x0F, out=nibbles[:count, row:])
+        high_part = high.apply(nibbles[:count], out=gathered[:count])
+        low.apply(nibbles[:count], out=target)
+        np.left_shift(high_part, 4, out=high_part)
+        np.bitwise_or(target, high_part, out=target)
+
+
 def dihedral_orders(block_size: int, channels: int = 3) -> np.ndarray:
     """The 8 rotations/flips of an M×M×C block as element orders, shape (8, M·M·C)."""
     grid = np.arange(block_size * block_size * channels).reshape(block_size, block_size, channels)
@@ -171,6 +331,68 @@ def block_rows(image_size: int, block_size: int) -> tuple[np.ndarray, np.ndarray
     return first, block_row * side + block_column, row_of
 
 
+@dataclass(frozen=True)
+class BlockGeometry:
+    """Where the blocks of a flat image lie, in the words the compiled loops move at a time.
+
+    A block is `block_size` rows of 3·M contiguous bytes, a pixel row (`stride` words) apart;
+    `words` (8, 4, 2 or 1 bytes) is the widest unsigned word that divides a block row and the
+    alignment of the arrays, so whole rows move a word at a time.
+    """
+
+    image_size: int
+    block_size: int
+    words: int
+
+    @classmethod
+    def of(
+        cls, flat: np.ndarray, out: np.ndarray, image_size: int, block_size: int
+    ) -> BlockGeometry:
+        row_length = 3 * image_size * image_size
+        for array in (flat, out):
+            if array.ndim != 2 or array.shape != (len(flat), row_length):
+                raise ValueError(
+                    f"flat images of size {image_size} must be (N, {row_length}), "
+                    f"got {list(array.shape)}"
+                )
+        if image_size % block_size:
+            raise ValueError(f"block size {block_size} does not divide image size {image_size}")
+        row_bytes = 3 * block_size
+        addresses = [array.__array_interface__["data"][0] for array in (flat, out)]
+        words = next(
+            size
+            for size in (8, 4, 2, 1)
+            if row_bytes % size == 0 and all(address % size == 0 for address in addresses)
+        )
+        return cls(image_size, block_size, words)
+
+    @property
+    def side(self) -> int:
+        return self.image_size // self.block_size
+
+    @property
+    def blocks(self) -> int:
+        return self.side**2
+
+    @property
+    def row_bytes(self) -> int:
+        return 3 * self.block_size
+
+    def words_of(self, flat: np.ndarray) -> np.ndarray:
+        return flat if self.words == 1 else flat.view(np.dtype(f"<u{self.words}"))
+
+    def block_start(self) -> np.ndarray:
+        """The word where every block starts (row 0, column 0), uint64."""
+        first, _, _ = block_rows(self.image_size, self.block_size)
+        return (first * (self.row_bytes // self.words)).astype(np.uint64)
+
+    def loop_arguments(self) -> tuple[np.ndarray, tuple[np.uint64, ...]]:
+        """block_start and (block_size, row_words, stride, words): as the loops take them."""
+        row_words = self.row_bytes // self.words
+        sizes = (self.block_size, row_words, self.side * row_words, self.words)
+        return self.block_start(), tuple(np.uint64(size) for size in sizes)
+
+
 def move_blocks(
     flat: np.ndarray,
     out: np.ndarray,
@@ -185,6 +407,21 @@ def move_blocks(
     """
     count = len(flat)
     if count == 0:
+        return
+    kernels = compiled_kernels(out, flat)
+    if kernels is not None:
+        geometry = BlockGeometry.of(flat, out, image_size, block_size)
+        blocks = geometry.blocks
+        order = checked_per_block("block_order", block_order, count, blocks, blocks, np.int64)
+        kernels.run(
+            kernels.move_blocks,
+            kernels.move_blocks_parallel,
+            out.nbytes,
+            geometry.words_of(flat),
+            order,
+            *geometry.loop_arguments(),
+            geometry.words_of(out),
+        )
         return
     first, block_of, row_of = block_rows(image_size, block_size)
     segments = block_of.size
@@ -305,6 +542,20 @@ def move_and_transform_blocks(
     count = len(flat)
     if count == 0:
         return
+    kernels = compiled_kernels(out, flat)
+    if kernels is not None:
+        move_and_transform_compiled(
+            kernels,
+            flat,
+            out,
+            block_order,
+            flip_values,
+            move_index,
+            element_orders,
+            image_size,
+            block_size,
+        )
+        return
     first, block_of, row_of = block_rows(image_size, block_size)
     side = image_size // block_size
     blocks_per_image, segments = first.size, block_of.size
@@ -369,4 +620,63 @@ def move_and_transform_blocks(
         axis=0,
         mode="wrap",
         out=out.reshape(count * segments, row_bytes),
+    )
+
+
+def move_and_transform_compiled(
+    kernels: ModuleType,
+    flat: np.ndarray,
+    out: np.ndarray,
+    block_order: np.ndarray,
+    flip_values: np.ndarray | None,
+    move_index: np.ndarray | None,
+    element_orders: np.ndarray,
+    image_size: int,
+    block_size: int,
+) -> None:
+    """`move_and_transform_blocks` by the compiled loop: block after block, straight from `flat`
+    into `out` (no working copies); a block whose order moves nothing moves a word at a time."""
+    count = len(flat)
+    geometry = BlockGeometry.of(flat, out, image_size, block_size)
+    blocks, row_bytes = geometry.blocks, geometry.row_bytes
+    length = block_size * row_bytes
+    order = checked_per_block("block_order", block_order, count, blocks, blocks, np.int64)
+    if move_index is None:
+        element_orders = np.arange(length, dtype=np.int64)[None]
+        moves = np.zeros((count, blocks), dtype=np.int64)
+    else:
+        moves = checked_per_block(
+            "move_index", move_index, count, blocks, len(element_orders), np.int64
+        )
+    if element_orders.ndim != 2 or element_orders.shape[1] != length:
+        raise ValueError(
+            f"element orders must be (K, {length}) for {block_size}-pixel blocks, "
+            f"got {list(element_orders.shape)}"
+        )
+    check_range("element_orders", element_orders, length)
+    if flip_values is None:
+        flips = np.zeros((count, blocks), dtype=np.uint8)
+    else:
+        flips = checked_per_block("flip_values", flip_values, count, blocks, None, np.uint8)
+    word = np.dtype(f"<u{geometry.words}")
+    flip_words = flips.astype(word) * word.type(int.from_bytes(b"\x01" * geometry.words, "little"))
+    # Element e of a block in order k is byte offsets[k, e] from the block's start.
+    element_row, element_column = np.divmod(element_orders, row_bytes)
+    offsets = (element_row * (geometry.side * row_bytes) + element_column).astype(np.uint32)
+    identity = (element_orders == np.arange(length)).all(axis=1)
+    kernels.run(
+        kernels.move_and_transform_blocks,
+        kernels.move_and_transform_blocks_parallel,
+        out.nbytes,
+        geometry.words_of(flat),
+        flat,
+        order,
+        flips,
+        flip_words,
+        moves,
+        offsets,
+        identity,
+        *geometry.loop_arguments(),
+        geometry.words_of(out),
+        out,
     )
