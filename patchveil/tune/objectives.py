@@ -71,11 +71,14 @@ def frontier_mask(trials: Sequence[Mapping[str, Any]]) -> list[bool]:
 
 def choose_default(trials: Sequence[Mapping[str, Any]]) -> int | None:
     """Index of the most accurate trial (accuracy objective; ties: the weaker attack, then the
-    earlier trial) whose strongest attack fails by the bar; None when no trial qualifies."""
+    earlier trial) whose strongest attack fails by the bar; None when no trial qualifies. A trial
+    stopped before its epochs (ASHA, or a run stopped for time) is never the default: its
+    accuracy is at another budget."""
     qualifying = [
         index
         for index, trial in enumerate(trials)
         if attack_fails(trial["attack_ssim"], trial["attack_neighbour"])
+        and not trial.get("stopped_early", False)
     ]
     if not qualifying:
         return None

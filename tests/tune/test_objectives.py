@@ -57,6 +57,9 @@ def test_default_is_the_most_accurate_trial_the_attack_fails_on() -> None:
         _trial(0.60, 0.05, 0.10, 0.02),  # not key-free
     ]
     assert choose_default(trials) == 3
+    # A trial stopped before its epochs is never the default, however it scored.
+    stopped = {**_trial(0.55, 0.55, 0.10, 0.05), "stopped_early": True}
+    assert choose_default([*trials, stopped]) == 3
 
 
 def test_no_default_when_no_trial_qualifies() -> None:
