@@ -204,7 +204,12 @@ def trial_rows(
                 "attack_seconds": metrics.get("attack_seconds"),
             }
         )
-    for row, on_front in zip(rows, frontier_mask(rows), strict=True):
+    # The front is drawn among trials trained for their whole budget: a trial stopped early
+    # (ASHA, or a run stopped for time) is listed but neither on the front nor a preset.
+    complete = [row for row in rows if not row["stopped_early"]]
+    for row in rows:
+        row["pareto"] = False
+    for row, on_front in zip(complete, frontier_mask(complete), strict=True):
         row["pareto"] = on_front
     return rows
 

@@ -135,6 +135,11 @@ def test_rows_mark_the_front_and_name_the_presets() -> None:
     ]
     assert default == "disposable-b8-whole-rf-invariant"
     assert presets[1]["params"] == {"group": "rf", "window": 0} and presets[1]["default"]
+    # A trial stopped early is listed but neither on the front nor a preset, however private.
+    stopped = TrialRecord(_config("np", 0), _record(_config("np", 0), 0.2, 0.1, 0.01).metrics, 0)
+    rows = trial_rows([*records, stopped], [reference])
+    assert [row["pareto"] for row in rows] == [True, True, False, False]
+    assert rows[-1]["stopped_early"] and len(presets_of(rows)[0]) == 2
 
 
 def test_a_stopped_run_is_read_back_from_tune_storage(tmp_path: Path) -> None:
