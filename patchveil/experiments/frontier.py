@@ -576,6 +576,18 @@ def prior_results(path: Path | str, data: str) -> PriorResults:
     return PriorResults(str(path), records, plain, about)
 
 
+def without_repeats(records: Sequence[TrialRecord]) -> list[TrialRecord]:
+    """Records in order, each measurement once (a file merged twice, or a merged file that
+    already holds trials of another merged one, repeats the same trial and numbers)."""
+    seen, out = set(), []
+    for record in records:
+        key = (_key(record.config), repr(sorted(record.metrics.items())), record.epochs_trained)
+        if key not in seen:
+            seen.add(key)
+            out.append(record)
+    return out
+
+
 def data_description(options: FrontierOptions, folder: str) -> str:
     return (
         f"CIFAR-10 training split at {Path(folder).name}: {options.train_images} training "
@@ -647,8 +659,8 @@ def run_frontier(
         str(folder),
         space,
         settings,
-        [*records, *merged],
-        references,
+        without_repeats([*records, *merged]),
+        without_repeats(references),
         command,
         merged=[prior.about for prior in priors],
     )
@@ -809,8 +821,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             folder,
             space,
             tune_settings(options, args.from_storage),
-            [*records, *(record for prior in priors for record in prior.records)],
-            [record for prior in priors for record in prior.references],
+            without_repeats([*records, *(record for prior in priors for record in prior.records)]),
+            without_repeats([record for prior in priors for record in prior.references]),
             note=note,
             merged=[prior.about for prior in priors],
         )

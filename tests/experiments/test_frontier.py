@@ -25,6 +25,7 @@ from patchveil.experiments.frontier import (
     search_of,
     trial_rows,
     tune_settings,
+    without_repeats,
 )
 from patchveil.tenants.loaders import default_cifar_dir
 from patchveil.tune.driver import TrialRecord
@@ -191,6 +192,8 @@ def test_a_published_run_is_merged_into_a_later_one(tmp_path: Path) -> None:
     assert payload["default_preset"] == f"disposable-{later.label}"
     assert payload["merged"][0]["file"] == "earlier.json"
     assert "Merged from `earlier.json`" in (tmp_path / "later.md").read_text()
+    # The same file merged twice (or holding another's trials) shows each measurement once.
+    assert without_repeats([*prior.records, *prior.records]) == list(prior.records)
     with pytest.raises(SystemExit, match="other data"):
         prior_results(tmp_path / "earlier.json", data.replace("40 training", "80 training"))
 
