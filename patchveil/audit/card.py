@@ -141,6 +141,35 @@ def accuracy_index(results: Path) -> dict[Setting, dict[str, Any]]:
                 best["source"] == name and (entry["own_key"] or 0) > (best["own_key"] or 0)
             ):
                 index[setting] = entry
+    # Settings no paper table trained: the frontier's complete trials (validation images).
+    frontier = results / "frontier.json"
+    trials = json.loads(frontier.read_text()).get("trials", []) if frontier.exists() else []
+    for trial in trials:
+        if trial.get("stopped_early"):
+            continue
+        config = trial["config"]
+        setting = Setting.of(
+            {
+                "cipher": config["cipher"],
+                "params": {"group": config["group"], "window": config["window"]},
+                "block_size": config["block_size"],
+                "image_size": config["image_size"],
+            }
+        )
+        source = f"{frontier.name} (validation)"
+        best = index.get(setting)
+        if best is None or (
+            best["source"] == source and trial["own_key_accuracy"] > (best["own_key"] or 0)
+        ):
+            index[setting] = {
+                "own_key": trial["own_key_accuracy"],
+                "fresh_key": trial["fresh_key_accuracy"],
+                "plain": trial.get("plain_accuracy"),
+                "model_variant": config["variant"],
+                "row": trial["label"],
+                "epochs": config["epochs"],
+                "source": source,
+            }
     return index
 
 
@@ -341,7 +370,8 @@ def _accuracy_text(accuracy: Mapping[str, Any]) -> str:
         return "–"
     return (
         f"{_percent(accuracy.get('own_key'))} / {_percent(accuracy.get('fresh_key'))} "
-        f"({accuracy.get('epochs')} ep.)"
+        f"({accuracy.get('epochs')} ep."
+        f"{', validation' if 'validation' in str(accuracy.get('source')) else ''})"
     )
 
 

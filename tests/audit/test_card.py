@@ -107,6 +107,30 @@ def test_rows_merge_per_setting_and_pick_the_strongest_attack(tmp_path: Path) ->
     assert conventional["accuracy"] is None
 
 
+def test_frontier_trials_give_accuracy_where_no_paper_table_trained(tmp_path: Path) -> None:
+    """A setting only the frontier trained shows its validation accuracy (a trial stopped
+    early does not count); a paper-table row still wins where both exist."""
+
+    def trial(group: str, own: float, stopped: bool = False) -> dict:
+        config = {"cipher": "disposable", "group": group, "window": 0, "block_size": 4}
+        config |= {"image_size": 32, "variant": "invariant", "epochs": 15}
+        return {
+            "label": group,
+            "config": config,
+            "own_key_accuracy": own,
+            "fresh_key_accuracy": own,
+            "plain_accuracy": 0.5,
+            "stopped_early": stopped,
+        }
+
+    frontier = {"trials": [trial("px", 0.35), trial("np_px", 0.12, stopped=True)]}
+    (tmp_path / "frontier.json").write_text(json.dumps(frontier))
+    index = accuracy_index(tmp_path)
+    (setting,) = index
+    assert setting.params == (("group", "px"), ("window", 0))
+    assert index[setting]["own_key"] == 0.35 and "validation" in index[setting]["source"]
+
+
 def test_markdown_shows_gaps_as_gaps() -> None:
     card = {
         "command": "c",
