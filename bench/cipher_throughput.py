@@ -1,7 +1,7 @@
 """Throughput and peak memory of every cipher at 32 and 224 px, beside a numpy copy in the same run.
 
 Run: `.venv/bin/python bench/cipher_throughput.py [--count-32 20000] [--count-224 2000] [--repeats 3]
-[--kernels numba|numpy]`. Writes bench/results/cipher_throughput.{json,md}.
+[--kernels numba|numpy] [--threads N]`. Writes bench/results/cipher_throughput.{json,md}.
 
 Every measurement runs in its own subprocess, which loads the batch from a `.npy` file (as the
 CLI does), runs one operation (`copy`, or one cipher's encrypt or decrypt) `--repeats` times and
@@ -16,7 +16,9 @@ The ciphers' loops run compiled (numba) or in numpy (`--kernels`, default PATCHV
 numba where installed); `kernels` in the results says which. Before a cipher's batch is loaded,
 its worker makes a first call on a few images: the compiled loops load from numba's cache (or
 compile), and that one-off time and memory per process are reported apart (`first_call`), not
-counted in the chunk memory, which is working memory.
+counted in the chunk memory, which is working memory. The loops run in the calling thread (the
+library's default); with numba, every encrypt is measured once more with them split over
+`--threads` threads (PATCHVEIL_KERNEL_THREADS), the `encrypt_threads` column.
 """
 
 from __future__ import annotations
@@ -176,6 +178,8 @@ def measure(task: dict[str, Any]) -> dict[str, Any]:
     # that writes it faults in, the copy as much as a cipher (glibc would otherwise reuse freed
     # heap for whichever operation happens to allocate fewer temporaries, and time that alone).
     environment = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(2**16)}
+    if "threads" in task:
+        environment["PATCHVEIL_KERNEL_THREADS"] = str(task["threads"])
     done = subprocess.run(
         [sys.executable, __file__, "--worker", json.dumps(task)],
         check=True,
@@ -187,8 +191,10 @@ def measure(task: dict[str, Any]) -> dict[str, Any]:
 
 
 def bench_geometry(
-    image_size: int, block_size: int, count: int, repeats: int, folder: Path
+    image_size: int, block_size: int, count: int, repeats: int, threads: int, folder: Path
 ) -> dict[str, Any]:
+    """Every cipher's encrypt and decrypt in the default setting, and (`threads` > 1) encrypt
+    again with the compiled loops split over `threads` threads (`encrypt_threads`)."""
     images = np.random.default_rng(image_size).integers(
         0, 256, (count, image_size, image_size, 3), dtype=np.uint8
     )
@@ -206,23 +212,29 @@ def bench_geometry(
     copy_task = {**base, "operation": "copy", "repeats": max(repeats, 5)}
     copy = measure(copy_task)
     rows = []
+    # Row key: (operation, extra task settings).
+    measured: dict[str, tuple[str, dict[str, Any]]] = {
+        "encrypt": ("encrypt", {}),
+        "decrypt": ("decrypt", {}),
+    }
+    if threads > 1:
+        measured["encrypt_threads"] = ("encrypt", {"threads": threads})
     for name, params in settings_for(image_size, block_size):
         row: dict[str, Any] = {"cipher": label(name, params)}
-        for operation in ("encrypt", "decrypt"):
+        for key, (operation, settings) in measured.items():
             result = measure(
                 {
                     **base,
+                    **settings,
                     "operation": operation,
                     "cipher": name,
                     "block_size": block_size,
                     "params": list(params),
                 }
             )
-            row[operation] = result
-            row[f"{operation}_throughput_ratio"] = copy["seconds"] / result["seconds"]
-            row[f"{operation}_memory_chunks"] = (
-                result["beyond_input_and_output_bytes"] / CHUNK_BYTES
-            )
+            row[key] = result
+            row[f"{key}_throughput_ratio"] = copy["seconds"] / result["seconds"]
+            row[f"{key}_memory_chunks"] = result["beyond_input_and_output_bytes"] / CHUNK_BYTES
         row["file_throughput_ratio"] = copy["file_seconds"] / row["encrypt"]["file_seconds"]
         rows.append(row)
         print(image_size, row["cipher"], f"{row['encrypt_throughput_ratio']:.2f}", flush=True)
@@ -234,7 +246,7 @@ def bench_geometry(
     if copy_after["seconds"] < copy["seconds"]:
         # A faster copy only lowers every ratio: the ciphers are compared with the better one.
         for row in rows:
-            for operation in ("encrypt", "decrypt"):
+            for operation in measured:
                 row[f"{operation}_throughput_ratio"] = (
                     copy_after["seconds"] / row[operation]["seconds"]
                 )
@@ -253,6 +265,7 @@ def bench_geometry(
         "block_size": block_size,
         "images": count,
         "batch_bytes": count * image_size * image_size * 3,
+        "threads": threads if threads > 1 else None,
         "copy": copy,
         "references": references,
         "rows": rows,
@@ -290,15 +303,22 @@ def markdown(meta: dict[str, Any], geometries: list[dict[str, Any]], repeats: in
             )
             + ".",
             "",
-            "| cipher | encrypt images/s | encrypt ratio | decrypt ratio | file ratio | "
-            "encrypt memory (chunks) | decrypt memory (chunks) | peak RSS MiB |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        threads = geometry.get("threads")
+        threaded = f" encrypt ratio, {threads} threads |" if threads else ""
+        lines += [
+            "| cipher | encrypt images/s | encrypt ratio | decrypt ratio |"
+            + threaded
+            + " file ratio | encrypt memory (chunks) | decrypt memory (chunks) | peak RSS MiB |",
+            "|---|" + "---:|" * (8 if threads else 7),
         ]
         for row in geometry["rows"]:
+            threaded = f" {row['encrypt_threads_throughput_ratio']:.2f} |" if threads else ""
             lines.append(
                 f"| {row['cipher']} | {count / row['encrypt']['seconds']:,.0f} | "
-                f"{row['encrypt_throughput_ratio']:.2f} | {row['decrypt_throughput_ratio']:.2f} | "
-                f"{row['file_throughput_ratio']:.2f} | {row['encrypt_memory_chunks']:.2f} | "
+                f"{row['encrypt_throughput_ratio']:.2f} | {row['decrypt_throughput_ratio']:.2f} |"
+                + threaded
+                + f" {row['file_throughput_ratio']:.2f} | {row['encrypt_memory_chunks']:.2f} | "
                 f"{row['decrypt_memory_chunks']:.2f} | "
                 f"{max(row['encrypt']['peak_bytes'], row['decrypt']['peak_bytes']) / mib:,.0f} |"
             )
@@ -338,6 +358,13 @@ def main() -> None:
         default=hazmat.KERNELS,
         help="what runs the cipher loops (default: PATCHVEIL_KERNELS, else numba where installed)",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="also encrypt with the compiled loops on this many threads (≤ 1: skip; default: "
+        "the CPU count)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -346,9 +373,10 @@ def main() -> None:
         return
     os.environ["PATCHVEIL_KERNELS"] = hazmat.KERNELS = args.kernels  # and every worker's
     counts = {32: args.count_32, 224: args.count_224}
+    threads = args.threads if args.kernels == "numba" else 1
     with tempfile.TemporaryDirectory(prefix="cipher_throughput_") as folder:
         geometries = [
-            bench_geometry(size, block, counts[size], args.repeats, Path(folder))
+            bench_geometry(size, block, counts[size], args.repeats, threads, Path(folder))
             for size, block in GEOMETRIES
         ]
     meta = {**provenance(), "kernels": kernels_in_use()}
