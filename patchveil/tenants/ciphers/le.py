@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from patchveil.tenants.ciphers import hazmat
 from patchveil.tenants.ciphers.base import Cipher, log2_factorial, register_cipher
 from patchveil.tenants.ciphers.hazmat import GATHER_BYTES, GatherMask, block_index, compose
 from patchveil.tenants.keys import CipherSpec, Key
@@ -41,7 +42,11 @@ class LearnableEncryptionCipher(Cipher):
         if device is not None:
             self._transform_part(high_table, low_table, flat, out, device)
             return
-        # A few images at a time (as `GatherMask.apply` gathers them): the split, the two
+        if hazmat.KERNELS == "numba":
+            # Compiled: split, both gathers and the join in one pass per image.
+            hazmat.gather_nibble_halves(high_table, low_table, flat, out)
+            return
+        # numpy: a few images at a time (as `GatherMask.apply` gathers them): the split, the two
         # gathers and the join of each stay in cache, in two buffers reused by every part.
         step = min(len(flat), max(64, GATHER_BYTES // max(1, flat.shape[1])))
         nibbles = np.empty((step, 2 * flat.shape[1]), dtype=np.uint8)
