@@ -43,6 +43,10 @@ CONFIGURATIONS: dict[str, tuple[str, dict[str, Any]]] = {
         {"colocate_model": False},
     ),
     "colocated": ("model in the gateway (the default)", {"colocate_model": True}),
+    "handle-direct": (
+        "model in its own replica, direct ingress (experimental)",
+        {"colocate_model": False, "direct_ingress": True},
+    ),
     "direct": (
         "model in the gateway, direct ingress (experimental)",
         {"colocate_model": True, "direct_ingress": True},

@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,7 @@ class ModelHolder:
 
     _model: LoadedModel | None = None
     _threads: int = 1
+    _forward_thread: ThreadPoolExecutor | None = None
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         ref = ModelRef.from_json(config["model"])
@@ -121,6 +123,15 @@ class ModelHolder:
             torch.set_num_threads(self._threads)
         return model.forward(images)
 
+    async def _forward_off_loop(self, model: LoadedModel, images: np.ndarray) -> Forward:
+        """`model.forward` off the event loop, always on the same thread: OpenMP keeps a team of
+        threads per calling thread, and teams left spinning on other threads would take the
+        cores from the one working (batches run one at a time anyway)."""
+        if self._forward_thread is None:
+            self._forward_thread = ThreadPoolExecutor(1, thread_name_prefix="model-forward")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._forward_thread, self._run_forward, model, images)
+
     @serve.batch(
         max_batch_size=256,
         batch_wait_timeout_s=0.0,
@@ -129,7 +140,7 @@ class ModelHolder:
     async def forward(self, batches: list[np.ndarray]) -> list[Forward]:
         model = self._require()  # one version for the whole batch
         joined = np.concatenate(batches) if len(batches) > 1 else batches[0]
-        answer = await asyncio.to_thread(self._run_forward, model, joined)
+        answer = await self._forward_off_loop(model, joined)
         return split_forward(answer, [len(batch) for batch in batches])
 
 
