@@ -46,7 +46,37 @@ def patch_moves(group: str) -> list[tuple[tuple[int, int, int], int, bool]]:
     return [(colour, turns, mirrored) for colour in colours for turns, mirrored in geometry]
 
 
-class OrbitPatchEmbed(nn.Module):
+class _InvariantPatchEmbed(nn.Module):
+    """What timm's ViT asks of a patch embedding (shapes, grid, `feat_ratio`), shared by the
+    invariant ones; RGB only, and an orbit pool among `ORBIT_POOLS`."""
+
+    def __init__(
+        self, img_size: int, patch_size: int, in_chans: int, group: str, pool: str, what: str
+    ) -> None:
+        super().__init__()
+        if in_chans != 3:
+            raise ValueError(f"the {what} patch embedding acts on RGB patches (in_chans=3)")
+        if pool not in ORBIT_POOLS:
+            raise ValueError(f"unknown orbit pool {pool!r}; choose one of {', '.join(ORBIT_POOLS)}")
+        self.pool = pool
+        self.img_size = (img_size, img_size)
+        self.patch_size = (patch_size, patch_size)
+        self.grid_size = (img_size // patch_size, img_size // patch_size)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.flatten = True
+        self.output_fmt = "NLC"
+        self.dynamic_img_pad = False
+        self.group = group
+        self.norm = nn.Identity()
+
+    def feat_ratio(self, as_scalar: bool = True) -> int | tuple[int, int]:
+        return self.patch_size[0] if as_scalar else self.patch_size
+
+    def dynamic_feat_size(self, img_size: tuple[int, int]) -> tuple[int, int]:
+        return img_size[0] // self.patch_size[0], img_size[1] // self.patch_size[1]
+
+
+class OrbitPatchEmbed(_InvariantPatchEmbed):
     """Drop-in for timm's `PatchEmbed` (same input and output shapes, `flatten=True`)."""
 
     def __init__(
@@ -59,20 +89,7 @@ class OrbitPatchEmbed(nn.Module):
         hidden_dim: int | None = None,
         pool: str = "mean",
     ) -> None:
-        super().__init__()
-        if in_chans != 3:
-            raise ValueError("the orbit patch embedding acts on RGB patches (in_chans=3)")
-        if pool not in ORBIT_POOLS:
-            raise ValueError(f"unknown orbit pool {pool!r}; choose one of {', '.join(ORBIT_POOLS)}")
-        self.pool = pool
-        self.img_size = (img_size, img_size)
-        self.patch_size = (patch_size, patch_size)
-        self.grid_size = (img_size // patch_size, img_size // patch_size)
-        self.num_patches = self.grid_size[0] * self.grid_size[1]
-        self.flatten = True
-        self.output_fmt = "NLC"
-        self.dynamic_img_pad = False
-        self.group = group
+        super().__init__(img_size, patch_size, in_chans, group, pool, "orbit")
         hidden = hidden_dim or embed_dim
         self.moves = patch_moves(group)
         # With negative–positive in G the response must be even (|·|, no bias); otherwise any
@@ -83,13 +100,6 @@ class OrbitPatchEmbed(nn.Module):
         )
         widths = {"mean": 1, "max": 1, "mean_max": 2, "sorted": len(self.moves)}
         self.project = nn.Linear(hidden * widths[pool], embed_dim)
-        self.norm = nn.Identity()
-
-    def feat_ratio(self, as_scalar: bool = True) -> int | tuple[int, int]:
-        return self.patch_size[0] if as_scalar else self.patch_size
-
-    def dynamic_feat_size(self, img_size: tuple[int, int]) -> tuple[int, int]:
-        return img_size[0] // self.patch_size[0], img_size[1] // self.patch_size[1]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = images.shape
@@ -113,7 +123,7 @@ class OrbitPatchEmbed(nn.Module):
         return self.project(orbit_pool(responses, self.pool).reshape(batch, rows * cols, -1))
 
 
-class SetPatchEmbed(nn.Module):
+class SetPatchEmbed(_InvariantPatchEmbed):
     """Drop-in for timm's `PatchEmbed`, exactly invariant to any order of a patch's pixels (and
     to negative–positive and colour shuffles where the group has them)."""
 
@@ -127,23 +137,10 @@ class SetPatchEmbed(nn.Module):
         hidden_dim: int | None = None,
         pool: str = "mean",
     ) -> None:
-        super().__init__()
+        super().__init__(img_size, patch_size, in_chans, group, pool, "set")
         parsed = parse_group(group)
-        if in_chans != 3:
-            raise ValueError("the set patch embedding acts on RGB patches (in_chans=3)")
         if not parsed.pixel_shuffle or parsed.rotation_flip:
             raise ValueError(f"the set patch embedding is for pixel-shuffle groups, not {group!r}")
-        if pool not in ORBIT_POOLS:
-            raise ValueError(f"unknown orbit pool {pool!r}; choose one of {', '.join(ORBIT_POOLS)}")
-        self.pool = pool
-        self.img_size = (img_size, img_size)
-        self.patch_size = (patch_size, patch_size)
-        self.grid_size = (img_size // patch_size, img_size // patch_size)
-        self.num_patches = self.grid_size[0] * self.grid_size[1]
-        self.flatten = True
-        self.output_fmt = "NLC"
-        self.dynamic_img_pad = False
-        self.group = group
         hidden = hidden_dim or max(32, embed_dim // 2)
         self.colours = patch_moves(parsed.table_group)
         self.signed = parsed.negative_positive
@@ -153,13 +150,6 @@ class SetPatchEmbed(nn.Module):
         widths = {"mean": 1, "max": 1, "mean_max": 2, "sorted": len(self.colours)}
         # Mean and max over the pixels: 2·hidden features per channel order.
         self.project = nn.Linear(2 * hidden * widths[pool], embed_dim)
-        self.norm = nn.Identity()
-
-    def feat_ratio(self, as_scalar: bool = True) -> int | tuple[int, int]:
-        return self.patch_size[0] if as_scalar else self.patch_size
-
-    def dynamic_feat_size(self, img_size: tuple[int, int]) -> tuple[int, int]:
-        return img_size[0] // self.patch_size[0], img_size[1] // self.patch_size[1]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = images.shape
