@@ -7,7 +7,7 @@ same size (ratio). Both sides answer with embeddings and probabilities; the endp
 parsing, the clone defence, the monitor's log and the response.
 
 Each endpoint configuration in `CONFIGURATIONS` is started in turn on a fresh Ray (the default
-one, the model in the gateway, gives the headline numbers); `--configurations` picks some.
+one, `ServeSettings()`'s, gives the headline numbers); `--configurations` picks some.
 Writes bench/results/serve_overhead.{json,md}.
 """
 
@@ -39,10 +39,10 @@ RESULTS = Path("bench/results")
 # name → (what it is, ServeSettings overrides); DEFAULT is what `ServeSettings()` serves.
 CONFIGURATIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "handle": (
-        "model in its own replica, behind a Serve handle",
+        "model in its own replica, behind a Serve handle (the default)",
         {"colocate_model": False},
     ),
-    "colocated": ("model in the gateway (the default)", {"colocate_model": True}),
+    "colocated": ("model in the gateway (`colocate_model`)", {"colocate_model": True}),
     "handle-direct": (
         "model in its own replica, direct ingress (experimental)",
         {"colocate_model": False, "direct_ingress": True},
@@ -52,7 +52,7 @@ CONFIGURATIONS: dict[str, tuple[str, dict[str, Any]]] = {
         {"colocate_model": True, "direct_ingress": True},
     ),
 }
-DEFAULT = "colocated"
+DEFAULT = "handle"
 
 
 def _in_process(

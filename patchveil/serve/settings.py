@@ -51,10 +51,12 @@ class ServeSettings:
     model_replicas: int = 1
     model_cpus: float = 1.0
     use_gpu: bool = False
-    # With one CPU model replica, the gateway holds the model and calls its forward in its own
-    # process: no hop to a separate model replica (`colocated`). Ignored with more replicas or a
-    # GPU, where the model deployment scales on its own.
-    colocate_model: bool = True
+    # With one CPU model replica, the gateway can hold the model and call its forward in its own
+    # process: no hop to a separate model replica (`colocated`; ignored with more replicas or a
+    # GPU, where the model deployment scales on its own). Off by default: on two shared cores it
+    # answers one image sooner but batches slower, since the gateway's work and the forward then
+    # share one process (bench/results/serve_overhead.md).
+    colocate_model: bool = False
     # EXPERIMENTAL (Ray Serve 2.60's direct ingress): the gateway replica serves HTTP itself, on
     # `host` and a port Serve allocates in 30000-31000, so clients skip Serve's proxy and the
     # body's RPC back to it. `Endpoint.url` and <home>/serve/endpoint.json name that port; `port`

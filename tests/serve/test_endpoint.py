@@ -55,13 +55,13 @@ def test_health_and_metadata(endpoint: RunningEndpoint) -> None:
     assert missing.status_code == 404 and "error" in missing.json()
 
 
-def test_the_gateway_holds_the_model(endpoint: RunningEndpoint) -> None:
-    """One CPU model replica (the default): the gateway holds it, no hop to another process
-    (tests/serve/test_endpoint_handle.py runs these tests with a model deployment)."""
+def test_the_model_is_a_deployment_of_its_own(endpoint: RunningEndpoint) -> None:
+    """The default: the gateway asks a model deployment through a Serve handle
+    (tests/serve/test_endpoint_colocated.py runs these tests with the model in the gateway)."""
     from ray import serve
 
     deployments = serve.status().applications[APP_NAME].deployments
-    assert "gateway" in deployments and "model" not in deployments
+    assert {"gateway", "model"} <= set(deployments)
     recorded = json.loads((endpoint.config.home / "serve" / "endpoint.json").read_text())
     assert recorded["url"] == endpoint.url
 

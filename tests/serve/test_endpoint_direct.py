@@ -29,7 +29,7 @@ from tests.serve.test_endpoint import (  # noqa: F401
     test_rate_limit_answers_429_with_retry_after,
     test_requests_without_a_valid_token_are_refused,
 )
-from tests.serve.test_endpoint_handle import (  # noqa: F401
+from tests.serve.test_endpoint_colocated import (  # noqa: F401
     serving,
     test_an_overloaded_endpoint_answers_503,
 )
@@ -41,7 +41,7 @@ pytestmark = [pytest.mark.serve, pytest.mark.slow]
 def endpoint(
     tmp_path_factory: pytest.TempPathFactory, ray_session: Any
 ) -> Iterator[RunningEndpoint]:
-    yield from serving(tmp_path_factory, direct_ingress=True)
+    yield from serving(tmp_path_factory, direct_ingress=True, colocate_model=True)
 
 
 def test_clients_reach_the_gateway_replica_on_its_own_port(endpoint: RunningEndpoint) -> None:

@@ -1,5 +1,5 @@
-"""Which deployments the endpoint is built from, without starting Serve: the model in the gateway
-(one CPU replica, the default) or in a deployment of its own, and direct ingress's flags."""
+"""Which deployments the endpoint is built from, without starting Serve: the model in a deployment
+of its own (the default) or in the gateway (`colocate_model`), and direct ingress's flags."""
 
 from __future__ import annotations
 
@@ -18,16 +18,16 @@ from patchveil.serve.settings import DIRECT_INGRESS_ENV, GATEWAY_CPUS, ServeSett
 
 def _gateway(tmp_path: Path, **overrides: Any) -> Any:
     """The gateway deployment of the application built for model version 3."""
-    settings = ServeSettings(he_models=(), model_cpus=2.0, **overrides)
+    settings = ServeSettings(**{"he_models": (), "model_cpus": 2.0, **overrides})
     application = build_application(
         ModelRef("m", 3, "/checkpoints/m-3"), settings, PlatformConfig(home=tmp_path)
     )
     return application._bound_deployment  # Serve has no public getter for it
 
 
-def test_one_cpu_replica_puts_the_model_in_the_gateway(tmp_path: Path) -> None:
-    assert ServeSettings().colocated
-    gateway = _gateway(tmp_path)
+def test_colocate_model_puts_one_cpu_replica_in_the_gateway(tmp_path: Path) -> None:
+    assert ServeSettings(colocate_model=True).colocated
+    gateway = _gateway(tmp_path, colocate_model=True)
     assert gateway.name == "gateway"
     runner, _, he_runner = gateway.init_args
     assert runner is None and he_runner is None
@@ -38,9 +38,10 @@ def test_one_cpu_replica_puts_the_model_in_the_gateway(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "overrides", [{"colocate_model": False}, {"model_replicas": 2}, {"use_gpu": True}]
+    "overrides",
+    [{}, {"colocate_model": True, "model_replicas": 2}, {"colocate_model": True, "use_gpu": True}],
 )
-def test_more_replicas_a_gpu_or_the_switch_keep_a_model_deployment(
+def test_by_default_or_with_more_replicas_or_a_gpu_the_model_is_a_deployment(
     tmp_path: Path, overrides: dict[str, Any]
 ) -> None:
     assert not ServeSettings(**overrides).colocated
@@ -54,6 +55,7 @@ def test_more_replicas_a_gpu_or_the_switch_keep_a_model_deployment(
 
 
 def test_direct_ingress_sets_serves_flag_on_the_gateway(tmp_path: Path) -> None:
+    assert "runtime_env" not in _gateway(tmp_path).ray_actor_options
     gateway = _gateway(tmp_path, direct_ingress=True)
     assert gateway.ray_actor_options["runtime_env"] == {"env_vars": DIRECT_INGRESS_ENV}
     assert DIRECT_INGRESS_ENV["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"

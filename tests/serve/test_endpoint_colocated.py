@@ -1,7 +1,7 @@
-"""The query endpoint with the model in a deployment of its own, behind a Serve handle
-(`colocate_model=False`; what more replicas or a GPU get): the default endpoint's protocol, auth,
-errors, Server-Timing, limits and model swap (tests/serve/test_endpoint.py, where the gateway
-holds the model) hold here too, and so does a 503 when it is overloaded."""
+"""The query endpoint with the model in the gateway (`colocate_model=True`: no Serve handle, the
+swap reconfigures the gateway): the default endpoint's protocol, auth, errors, Server-Timing,
+limits and model swap (tests/serve/test_endpoint.py, where the model is a deployment of its own)
+hold here too, and so does a 503 when it is overloaded."""
 
 from __future__ import annotations
 
@@ -97,14 +97,14 @@ def serving(
 def endpoint(
     tmp_path_factory: pytest.TempPathFactory, ray_session: Any
 ) -> Iterator[RunningEndpoint]:
-    yield from serving(tmp_path_factory, colocate_model=False)
+    yield from serving(tmp_path_factory, colocate_model=True)
 
 
-def test_the_model_is_a_deployment_of_its_own(endpoint: RunningEndpoint) -> None:
+def test_the_gateway_holds_the_model(endpoint: RunningEndpoint) -> None:
     from ray import serve
 
     deployments = serve.status().applications[APP_NAME].deployments
-    assert {"gateway", "model"} <= set(deployments)
+    assert "gateway" in deployments and "model" not in deployments
 
 
 def test_an_overloaded_endpoint_answers_503(endpoint: RunningEndpoint) -> None:
