@@ -73,6 +73,13 @@ def parse_group(name: str) -> BlockGroup:
     return BlockGroup("np" in parts, "cs" in parts, "rf" in parts, "px" in parts)
 
 
+def pixel_colours(values: np.ndarray) -> np.ndarray:
+    """[..., 3k] uint8 channel values (pixel by pixel) → [..., k] uint32: each pixel's colour as
+    one number (r·2¹⁶ + g·2⁸ + b), so sorting a block's pixels sorts whole colour triples."""
+    triples = values.reshape(*values.shape[:-1], -1, 3).astype(np.uint32)
+    return (triples[..., 0] << 16) | (triples[..., 1] << 8) | triples[..., 2]
+
+
 def window_of_blocks(blocks_per_side: int, window: int) -> np.ndarray:
     """The window number of every block position (raster order) when blocks stay inside their
     `window × window`-block window; windows are numbered in raster order too."""

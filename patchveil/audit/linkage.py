@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from patchveil.groups import GROUP_NAMES, window_of_blocks
+from patchveil.groups import GROUP_NAMES, pixel_colours, window_of_blocks
 
 FOLD = "fold"
 NIBBLE_FOLD = "nibble_fold"
@@ -128,9 +128,7 @@ def orbit_keys(
         part = rows[start : start + step]
         variants = part[:, orders] ^ flips[None]  # (B, |G|, L): the whole orbit of each row
         if sort_pixels:
-            triples = variants.reshape(*variants.shape[:2], -1, 3).astype(np.uint32)
-            colours = (triples[..., 0] << 16) | (triples[..., 1] << 8) | triples[..., 2]
-            variants = np.sort(colours, axis=-1)
+            variants = np.sort(pixel_colours(variants), axis=-1)
         keys[start : start + step] = _hash_rows(variants, weights).min(axis=1)
     return keys
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from patchveil.errors import PatchveilError
-from patchveil.groups import parse_group
+from patchveil.groups import parse_group, pixel_colours
 
 #: The PSNR of an exact reconstruction is infinite; it is reported as this (dB) so that means and
 #: JSON stay finite.
@@ -93,8 +93,7 @@ def block_ids(
         [mine.reshape(count, side * side, -1), original.reshape(count, side * side, -1)], axis=1
     )
     if sort_pixels:
-        triples = flat.reshape(count, 2 * side * side, -1, 3).astype(np.uint32)
-        flat = np.sort((triples[..., 0] << 16) | (triples[..., 1] << 8) | triples[..., 2], axis=-1)
+        flat = np.sort(pixel_colours(flat), axis=-1)
     rows = np.ascontiguousarray(flat).view(np.dtype((np.void, flat.shape[2] * flat.itemsize)))
     ids = np.empty(rows.shape[:2], dtype=np.int64)
     for image in range(count):
