@@ -242,11 +242,12 @@ def endpoint_running(
     from patchveil.pipelines.ray_runtime import ensure_ray
     from patchveil.serve.runtime import start_endpoint, stop_endpoint, wait_until_ready
 
+    ensure_ray(platform.config, num_cpus=4, log_level="WARNING")
+    # The port is picked once Ray has started (and taken the ports it binds at start).
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
     settings = replace(settings or ServeSettings(), port=port)
-    ensure_ray(platform.config, num_cpus=4, log_level="WARNING")
     try:
         endpoint = start_endpoint(platform.config, MODEL_NAME, settings=settings)
         wait_until_ready(endpoint.url, timeout_s=180)

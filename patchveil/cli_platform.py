@@ -33,9 +33,9 @@ def _use_home(args: argparse.Namespace, runs_flows: bool = True) -> None:
         quiet_services(config.log_dir / "patchveil.log")
 
 
-def _start_ray(args: argparse.Namespace, progress: bool = False) -> None:
-    """Start (or join) Ray for a command: workers' output on the console only for `progress`
-    (training's per-epoch lines) or --verbose; Ray's own loggers at WARNING unless --verbose."""
+def _start_ray(args: argparse.Namespace) -> None:
+    """Start (or join) Ray for a command: workers' output on the console only with --verbose
+    (training echoes its per-epoch lines itself); Ray's own loggers at WARNING unless --verbose."""
     from patchveil.config import PlatformConfig
     from patchveil.console import QUIET_RAY_LOG_LEVEL
     from patchveil.pipelines.ray_runtime import ensure_ray
@@ -43,7 +43,7 @@ def _start_ray(args: argparse.Namespace, progress: bool = False) -> None:
     verbose = getattr(args, "verbose", False)
     ensure_ray(
         PlatformConfig.from_env(),
-        log_to_driver=progress or verbose,
+        log_to_driver=verbose,
         log_level=None if verbose else QUIET_RAY_LOG_LEVEL,
     )
 
@@ -267,7 +267,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from patchveil.pipelines.training import train_shared_model
 
     model = _training_settings(args)  # a contradicted preset fails before Ray starts
-    _start_ray(args, progress=True)  # per-epoch progress lines
+    _start_ray(args)
     result = train_shared_model(
         dataset_name=args.dataset,
         dataset_version=args.dataset_version,
@@ -286,6 +286,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cpus_per_worker=args.cpus_per_worker,
         position_window=model["position_window"],
         orbit_pool=model["orbit_pool"],
+        echo_progress=True,  # per-epoch lines, without the workers' other output
     )
     accuracy = ", ".join(f"{t} {a:.1%}" for t, a in sorted(result["tenant_accuracy"].items()))
     _print(

@@ -10,12 +10,19 @@ from pathlib import Path
 # complete logs stay in its session folder, /tmp/ray/session_latest/logs).
 QUIET_RAY_LOG_LEVEL = "WARNING"
 PREFECT_LOGGING_FILE = "prefect-logging.yml"
+RAY_DATA_LOGGING_FILE = "ray-data-logging.yml"
 
 
 def quiet_services(log_file: Path) -> Path:
     """Before Prefect or Ray is first used: Prefect's console handler writes to `log_file`, and
     Ray Data draws no progress bars. An operator's own setting of either wins. Returns the file."""
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    if "RAY_DATA_LOGGING_CONFIG" not in os.environ:
+        # Ray Data's console shows errors only; its full log stays in Ray's session folder.
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        ray_data = log_file.parent / RAY_DATA_LOGGING_FILE
+        ray_data.write_text(ray_data_logging_quiet())
+        os.environ["RAY_DATA_LOGGING_CONFIG"] = str(ray_data)
     if "PREFECT_LOGGING_SETTINGS_PATH" not in os.environ:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         settings = log_file.parent / PREFECT_LOGGING_FILE
@@ -48,3 +55,37 @@ def prefect_logging_to_file(log_file: Path) -> str:
         "filename": str(log_file),
     }
     return yaml.safe_dump(config, sort_keys=False)
+
+
+def ray_data_logging_quiet() -> str:
+    """Ray Data's logging configuration (ray 2.60's default: everything to `ray-data.log` in the
+    session folder) with its console handler at ERROR: no per-dataset INFO lines, no "progress
+    bars disabled" warning, in the driver and in the workers (they inherit the variable)."""
+    import yaml
+
+    config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "ray": {"format": "%(asctime)s\t%(levelname)s %(filename)s:%(lineno)s -- %(message)s"}
+        },
+        "filters": {"console_filter": {"()": "ray.data._internal.logging.HiddenRecordFilter"}},
+        "handlers": {
+            "file": {
+                "class": "ray.data._internal.logging.SessionFileHandler",
+                "formatter": "ray",
+                "filename": "ray-data.log",
+            },
+            "console": {
+                "class": "ray._private.log.PlainRayHandler",
+                "formatter": "ray",
+                "level": "ERROR",
+                "filters": ["console_filter"],
+            },
+        },
+        "loggers": {
+            "ray.data": {"level": "DEBUG", "handlers": ["file", "console"], "propagate": False}
+        },
+    }
+    return yaml.safe_dump(config, sort_keys=False)
+

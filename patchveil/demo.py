@@ -381,7 +381,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     no_dashboard = dashboard_missing()
     ensure_ray(
         config,
-        log_to_driver=True,
+        # Workers' output (Ray Data, Ray Train, warnings) goes to Ray's session logs; training
+        # echoes its per-epoch lines itself.
+        log_to_driver=False,
         log_level=QUIET_RAY_LOG_LEVEL,
         # Only when the user stays to watch.
         include_dashboard=args.keep_up and not no_dashboard,
@@ -436,6 +438,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         epochs=epochs,
         num_workers=1,
         cpus_per_worker=2,  # two torch threads; Ray keeps logical CPUs for Ray Data
+        echo_progress=True,
     )
     print(
         f"  model {trained['model_name']} v{trained['model_version']}, {trained['train_seconds']:.0f} s"

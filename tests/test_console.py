@@ -1,4 +1,5 @@
-"""The console stays readable: Prefect's logs go to a file, Ray Data draws no bars."""
+"""The console stays readable: Prefect's logs go to a file, Ray Data draws no bars and prints
+only its errors."""
 
 from __future__ import annotations
 
@@ -18,9 +19,14 @@ from pathlib import Path
 from patchveil.console import quiet_services
 quiet_services(Path(sys.argv[1]))
 logging.getLogger("prefect.example").info("to the file")
+import ray.data
 print("REPORT " + json.dumps({
     "bars_off": os.environ.get("RAY_DATA_DISABLE_PROGRESS_BARS"),
     "root": [type(h).__name__ for h in logging.getLogger().handlers],
+    "ray_data": sorted(
+        (type(h).__name__, logging.getLevelName(h.level))
+        for h in logging.getLogger("ray.data").handlers
+    ),
 }))
 """
 
@@ -47,6 +53,11 @@ def test_quiet_services_in_a_fresh_process(tmp_path: Path) -> None:
     )
     assert probe.returncode == 0, probe.stderr
     report = json.loads(probe.stdout.rsplit("REPORT ", 1)[1])
-    assert report == {"bars_off": "1", "root": ["FileHandler"]}
+    assert report == {
+        "bars_off": "1",
+        "root": ["FileHandler"],
+        # Ray Data's console handler shows errors only; its file handler keeps everything.
+        "ray_data": [["PlainRayHandler", "ERROR"], ["SessionFileHandler", "NOTSET"]],
+    }
     assert "to the file" in log_file.read_text()
     assert "to the file" not in probe.stdout + probe.stderr

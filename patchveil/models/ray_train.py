@@ -10,12 +10,12 @@ never holds a key, so nothing here could decrypt even if it tried.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import math
 import shutil
-import sys
 import tempfile
 import time
 import uuid
@@ -51,6 +51,7 @@ from patchveil.models.checkpoint import (
     save_checkpoint,
 )
 from patchveil.models.inference import predict
+from patchveil.models.progress import echoed_progress, post_progress
 from patchveil.models.training import (
     TrainConfig,
     build_optimizer,
@@ -94,6 +95,7 @@ TRAINER_CONFIG_KEYS = frozenset(
         "use_gpu",
         "inject_failure_at_epoch",
         "hold_after_epoch",
+        "progress_board",
     }
 )
 # On a cluster whose platform nodes carry the custom resource `platform` (tenant nodes carry
@@ -264,22 +266,25 @@ def _restore(model: torch.nn.Module) -> tuple[int, list[dict[str, Any]], dict[st
 
 
 def _report(
-    metrics: dict[str, Any], checkpoint_folder: Path | None, epoch: int, in_process: bool
+    metrics: dict[str, Any],
+    checkpoint_folder: Path | None,
+    epoch: int,
+    in_process: bool,
+    progress_board: str | None,
 ) -> None:
-    """Report an epoch; rank 0 adds its checkpoint folder, which Ray copies to the run storage."""
+    """Report an epoch; rank 0 adds its checkpoint folder, which Ray copies to the run storage,
+    and posts one progress line (to the driver's board, when it echoes one)."""
     import ray.train
 
     if checkpoint_folder is None:
         ray.train.report(metrics)
         return
-    # One progress line per epoch from rank 0 (Ray forwards it to the driver's console). Not
-    # `print`: Ray Train patches it in its workers to log *and* echo, so the line came twice.
-    sys.stdout.write(
+    post_progress(
+        progress_board,
         f"epoch {epoch}: loss {metrics.get('train_loss', float('nan')):.3f}, validation "
         f"accuracy {metrics.get('val_accuracy', float('nan')):.1%}, "
-        f"{metrics.get('images_per_second', 0):.0f} images/s\n"
+        f"{metrics.get('images_per_second', 0):.0f} images/s",
     )
-    sys.stdout.flush()
     ray.train.report(
         metrics,
         checkpoint=ray.train.Checkpoint.from_directory(str(checkpoint_folder)),
@@ -392,7 +397,7 @@ def train_func_per_worker(config: dict[str, Any]) -> None:
                 history=history,
                 dataset_uri=str(config["dataset_uri"]),
             )
-        _report(metrics, folder, epoch, in_process)
+        _report(metrics, folder, epoch, in_process, config.get("progress_board"))
         if in_process and previous_folder is not None:
             shutil.rmtree(previous_folder, ignore_errors=True)
         previous_folder = folder
@@ -534,8 +539,12 @@ def build_trainer(
     inject_failure_at_epoch: int | None = None,
     hold_after_epoch: tuple[int, float] | None = None,
     worker_resources: Mapping[str, float] | None = None,
+    progress_board: str | None = None,
 ) -> Any:
     """The `TorchTrainer` for one run over a published dataset version (not started yet).
+
+    `progress_board`: the name of a `progress.ProgressBoard` actor rank 0 posts its per-epoch
+    lines to (`fit_shared_model(echo_progress=True)`); without one it writes them to its stdout.
 
     `worker_resources`: custom Ray resources each worker needs beside its CPUs (e.g.
     `{"platform": 0.01}` keeps workers on platform nodes).
@@ -584,6 +593,7 @@ def build_trainer(
         "use_gpu": use_gpu,
         "inject_failure_at_epoch": inject_failure_at_epoch,
         "hold_after_epoch": None if hold_after_epoch is None else list(hold_after_epoch),
+        "progress_board": progress_board,
     }
     check_trainer_config(config)
     # The manifest's shard list, not a folder listing: a version is exactly what it announces.
@@ -698,33 +708,43 @@ def fit_shared_model(
     inject_failure_at_epoch: int | None = None,
     hold_after_epoch: tuple[int, float] | None = None,
     worker_resources: Mapping[str, float] | None = None,
+    echo_progress: bool = False,
 ) -> TrainingResult:
     """Train the shared ViT on one dataset version with Ray Train; return its checkpoint and metrics.
 
     `num_workers=0` runs the same loop in this process (no retries there). Ray must be running
     (`ray.init(num_cpus=...)`, or `patchveil.pipelines.ray_runtime`), else a default local Ray
     is started. Without `worker_resources`, workers on a cluster that offers the `platform`
-    resource ask for a share of it, so they never land on a tenant's node.
+    resource ask for a share of it, so they never land on a tenant's node. `echo_progress`: the
+    per-epoch lines of rank 0 are written to this process's stdout (through a board actor), also
+    when Ray was started with `log_to_driver=False` (an in-process run writes them anyway).
     """
     start = time.perf_counter()
     available = _check_cluster(num_workers, cpus_per_worker, use_gpu)
     if worker_resources is None and num_workers > 0 and PLATFORM_RESOURCE in available:
         worker_resources = {PLATFORM_RESOURCE: PLATFORM_SHARE}
-    trainer = build_trainer(
-        dataset_version_uri,
-        model_spec,
-        train_config,
-        storage_path=storage_path,
-        run_name=run_name,
-        num_workers=num_workers,
-        use_gpu=use_gpu,
-        cpus_per_worker=cpus_per_worker,
-        max_failures=max_failures,
-        inject_failure_at_epoch=inject_failure_at_epoch,
-        hold_after_epoch=hold_after_epoch,
-        worker_resources=worker_resources,
-    )
-    result = trainer.fit()
+    with contextlib.ExitStack() as echoing:
+        board = (
+            echoing.enter_context(echoed_progress(run_name))
+            if echo_progress and num_workers > 0
+            else None
+        )
+        trainer = build_trainer(
+            dataset_version_uri,
+            model_spec,
+            train_config,
+            storage_path=storage_path,
+            run_name=run_name,
+            num_workers=num_workers,
+            use_gpu=use_gpu,
+            cpus_per_worker=cpus_per_worker,
+            max_failures=max_failures,
+            inject_failure_at_epoch=inject_failure_at_epoch,
+            hold_after_epoch=hold_after_epoch,
+            worker_resources=worker_resources,
+            progress_board=board,
+        )
+        result = trainer.fit()
     if result.checkpoint is None:
         raise PatchveilError(
             f"training run {run_name!r} finished without a checkpoint (did it train 0 epochs?)"

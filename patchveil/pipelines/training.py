@@ -122,6 +122,7 @@ def fit_task(
     use_gpu: bool,
     max_failures: int,
     cpus_per_worker: float = 1.0,
+    echo_progress: bool = False,
 ) -> dict[str, Any]:
     """Train on the version's ciphertext with Ray Train; the checkpoint and per-epoch metrics."""
     result = fit_shared_model(
@@ -134,6 +135,7 @@ def fit_task(
         use_gpu=use_gpu,
         max_failures=max_failures,
         cpus_per_worker=cpus_per_worker,
+        echo_progress=echo_progress,
     )
     return result.to_json()
 
@@ -255,11 +257,13 @@ def train_shared_model(
     cpus_per_worker: float = 1.0,
     position_window: int | None = None,
     orbit_pool: str | None = None,
+    echo_progress: bool = False,
 ) -> dict[str, Any]:
     """Train the shared ViT on a dataset version's ciphertext and record it in the registry.
 
     Returns a JSON-able summary: model name and version, checkpoint and card locations, the
-    dataset version used, per-tenant validation accuracy and training time.
+    dataset version used, per-tenant validation accuracy and training time. `echo_progress`:
+    one line per epoch on this process's stdout, whether or not Ray forwards workers' output.
     """
     logger = get_run_logger()
     config = PlatformConfig.from_env()
@@ -306,6 +310,7 @@ def train_shared_model(
             use_gpu,
             max_failures,
             cpus_per_worker,
+            echo_progress,
         )
     )
     card = model_card(

@@ -4,6 +4,8 @@ epoch-1 checkpoint; validation per tenant on its own key. Runs after the suite, 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 from pathlib import Path
@@ -42,27 +44,31 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Any:
 @pytest.fixture(scope="module")
 def two_worker_run(
     tiny: Any, tmp_path_factory: pytest.TempPathFactory, ray_session: Any
-) -> tuple[TrainingResult, Path]:
-    """Two workers, two epochs; the first attempt dies before epoch 2 and must resume."""
+) -> tuple[TrainingResult, Path, str]:
+    """Two workers, two epochs; the first attempt dies before epoch 2 and must resume. The
+    per-epoch lines are echoed on this process's stdout (Ray forwards no worker output here)."""
     ray_session.data.DataContext.get_current().enable_progress_bars = False
     storage = tmp_path_factory.mktemp("checkpoints")
-    result = fit_shared_model(
-        tiny.version.uri,
-        SPEC,
-        TRAIN,
-        storage_path=str(storage),
-        run_name="two-workers",
-        num_workers=2,
-        max_failures=1,
-        inject_failure_at_epoch=2,
-    )
-    return result, storage
+    echoed = io.StringIO()
+    with contextlib.redirect_stdout(echoed):
+        result = fit_shared_model(
+            tiny.version.uri,
+            SPEC,
+            TRAIN,
+            storage_path=str(storage),
+            run_name="two-workers",
+            num_workers=2,
+            max_failures=1,
+            inject_failure_at_epoch=2,
+            echo_progress=True,
+        )
+    return result, storage, echoed.getvalue()
 
 
 def test_two_workers_train_checkpoint_and_resume_after_a_failure(
-    two_worker_run: tuple[TrainingResult, Path],
+    two_worker_run: tuple[TrainingResult, Path, str],
 ) -> None:
-    result, storage = two_worker_run
+    result, storage, _ = two_worker_run
     assert [entry["epoch"] for entry in result.epochs] == [1, 2]
     # Epoch 2 ran in the second attempt, which started from the epoch-1 checkpoint; a restart
     # from scratch would have hit the injected failure again and exhausted max_failures=1.
@@ -84,14 +90,24 @@ def test_two_workers_train_checkpoint_and_resume_after_a_failure(
 
 
 def test_validation_is_per_tenant_on_its_own_key(
-    tiny: Any, two_worker_run: tuple[TrainingResult, Path]
+    tiny: Any, two_worker_run: tuple[TrainingResult, Path, str]
 ) -> None:
     """The reported accuracy of each tenant is the model's accuracy on that tenant's held-out
     images encrypted under its own key (recomputed here from the reloaded checkpoint)."""
-    result, _ = two_worker_run
+    result, _, _ = two_worker_run
     model, spec = load_trained_model(result.checkpoint_path)
     assert spec == SPEC
     for tenant_id, (ciphertext, labels) in tiny.validation.items():
         logits = predict(model, ciphertext, pick_device(False), False, VALIDATION_BATCH_SIZE)
         accuracy = float((logits.argmax(dim=-1).numpy() == labels).mean())
         assert accuracy == pytest.approx(result.tenant_accuracy[tenant_id])
+
+
+def test_rank_zero_echoes_one_line_per_epoch(
+    two_worker_run: tuple[TrainingResult, Path, str],
+) -> None:
+    """Rank 0's lines reach the driver through the progress board (the session's Ray starts
+    with log_to_driver=False); the resumed attempt goes on posting to the same board."""
+    _, _, echoed = two_worker_run
+    epochs = [line.split(":")[0] for line in echoed.splitlines() if line.startswith("epoch ")]
+    assert epochs == ["epoch 1", "epoch 2"], echoed

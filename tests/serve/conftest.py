@@ -73,10 +73,12 @@ class RunningEndpoint:
     key_store: Path
 
 
-@pytest.fixture(scope="module")
-def endpoint(
-    tmp_path_factory: pytest.TempPathFactory, ray_session: Any, request: pytest.FixtureRequest
+def serving(
+    tmp_path_factory: pytest.TempPathFactory, serve_he: bool = False, **overrides: Any
 ) -> Iterator[RunningEndpoint]:
+    """An endpoint on a fresh platform home: the tenants of `TENANTS` with tokens and key stores,
+    two model versions, version 1 served with this module's limits and `overrides` of them; with
+    `serve_he`, also the tiny homomorphic model at /v2/models/tiny-he."""
     from patchveil.serve.runtime import start_endpoint, stop_endpoint, wait_until_ready
     from patchveil.serve.settings import ServeSettings
 
@@ -96,27 +98,39 @@ def endpoint(
             )
         register_model(registry, home / "checkpoints", 1)
         register_model(registry, home / "checkpoints", 2)
-    # A module that sets SERVE_HE = True also gets the tiny homomorphic model at /v2/models/tiny-he.
-    serve_he = bool(getattr(request.module, "SERVE_HE", False))
     if serve_he:
         from tests.serve.he_fixtures import save_tiny_he_model
 
         save_tiny_he_model(home)
     settings = ServeSettings(
-        port=free_port(),
-        he_models=None if serve_he else (),
-        he_cpus=0.5,
-        he_max_body_bytes=12 << 20,  # the tiny model's throughput body is 10.9 MB
-        he_max_context_bytes=8 << 20,  # a public context without Galois keys is 4.4 MB
-        max_images_per_request=64,
-        max_body_bytes=1 << 20,
-        images_per_second=100.0,
-        burst_images=300,
-        model_cpus=0.5,
-        token_refresh_s=0.5,
+        **{
+            "port": free_port(),
+            "he_models": None if serve_he else (),
+            "he_cpus": 0.5,
+            "he_max_body_bytes": 12 << 20,  # the tiny model's throughput body is 10.9 MB
+            "he_max_context_bytes": 8 << 20,  # a public context without Galois keys is 4.4 MB
+            "max_images_per_request": 64,
+            "max_body_bytes": 1 << 20,
+            "images_per_second": 100.0,
+            "burst_images": 300,
+            "model_cpus": 0.5,
+            "token_refresh_s": 0.5,
+            **overrides,
+        }
     )
     started = start_endpoint(config, MODEL_NAME, version=1, settings=settings)
-    wait_until_ready(started.url)
-    assert started.operator_token
-    yield RunningEndpoint(started.url, config, tokens, started.operator_token, key_store)
-    stop_endpoint()
+    try:
+        wait_until_ready(started.url)
+        assert started.operator_token
+        yield RunningEndpoint(started.url, config, tokens, started.operator_token, key_store)
+    finally:
+        stop_endpoint()
+
+
+@pytest.fixture(scope="module")
+def endpoint(
+    tmp_path_factory: pytest.TempPathFactory, ray_session: Any, request: pytest.FixtureRequest
+) -> Iterator[RunningEndpoint]:
+    """The default layout (the model in a deployment of its own, behind Serve's proxy). A module
+    that sets SERVE_HE = True also gets the tiny homomorphic model."""
+    yield from serving(tmp_path_factory, bool(getattr(request.module, "SERVE_HE", False)))

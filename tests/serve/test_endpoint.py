@@ -57,7 +57,7 @@ def test_health_and_metadata(endpoint: RunningEndpoint) -> None:
 
 def test_the_model_is_a_deployment_of_its_own(endpoint: RunningEndpoint) -> None:
     """The default: the gateway asks a model deployment through a Serve handle
-    (tests/serve/test_endpoint_colocated.py runs these tests with the model in the gateway)."""
+    (tests/serve/test_endpoint_direct.py runs these tests with the model in the gateway)."""
     from ray import serve
 
     deployments = serve.status().applications[APP_NAME].deployments
