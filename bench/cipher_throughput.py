@@ -48,12 +48,14 @@ GEOMETRIES = ((32, 4), (224, 16))
 
 
 def settings_for(image_size: int, block_size: int) -> list[tuple[str, tuple[tuple[str, Any], ...]]]:
-    """Every registered cipher with its defaults, and the disposable settings users pick."""
+    """Every registered cipher with its defaults, and the disposable settings users pick: the
+    default preset's pixel shuffle (`px`, whole image) among them."""
     side = image_size // block_size
     window = 7 if side % 7 == 0 else side // 2
     return [(name, ()) for name in available_ciphers()] + [
         ("disposable", (("group", "none"), ("window", window))),
         ("disposable", (("group", "np_cs_rf"),)),
+        ("disposable", (("group", "px"),)),
     ]
 
 
@@ -145,6 +147,7 @@ REFERENCES = {
     "byte_gather": "numpy gather of every byte (np.take, one index per byte)",
     "torch_gather": "torch index_select of every byte on the CPU",
     "disposable_draw": "the disposable cipher's SHAKE-256 draw alone (16 bytes per block)",
+    "pixel_draw": "the `px` pixel orders' SHAKE-256 draw alone (8 bytes per ≤ 32 bits of choice)",
 }
 """Operations that bound what a cipher can reach (measured like the ciphers, not ciphers): a
 cipher that permutes the bytes inside a block needs at least the byte gather; the disposable
@@ -164,10 +167,14 @@ def reference_operation(name: str, images: np.ndarray, block_size: int) -> Calla
         index = torch.from_numpy(source)
         return lambda: torch.from_numpy(flat).index_select(1, index).numpy()
     key = Key.generate("bench", CipherSpec("disposable", block_size, images.shape[1]))
-    draw_bytes = 16 * (images.shape[1] // block_size) ** 2
+    blocks = (images.shape[1] // block_size) ** 2
+    label, per_block = "disposable", 16
+    if name == "pixel_draw":
+        label, per_block = "disposable-pixels", 8 * hazmat.pixel_words_per_block(block_size**2)
+    draw_bytes = per_block * blocks
 
     def draw() -> np.ndarray:
-        heads = [key.keystream(f"disposable/{nonce}").head(draw_bytes) for nonce in range(count)]
+        heads = [key.keystream(f"{label}/{nonce}").head(draw_bytes) for nonce in range(count)]
         return np.frombuffer(b"".join(heads), dtype=np.uint8)
 
     return draw

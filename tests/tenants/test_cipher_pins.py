@@ -55,6 +55,9 @@ def pinned_cases() -> list[tuple[str, int, int, Params]]:
         )
         for group in ("none", "np", "cs", "rf", "np_cs", "np_rf", "cs_rf", "np_cs_rf"):
             cases.append(("disposable", block_size, image_size, (("group", group),)))
+        for group in ("px", "np_px", "cs_px", "np_cs_px"):
+            cases.append(("disposable", block_size, image_size, (("group", group),)))
+        cases.append(("disposable", block_size, image_size, (("group", "px"), ("window", 2))))
         for window in (1, 2, 4) if image_size == 32 else (1, 2):
             for group in ("none", "np_cs", "np_cs_rf"):
                 cases.append(
@@ -106,6 +109,12 @@ PINNED_DIGESTS: dict[str, str] = {
     "disposable-32px-b4-group=np_rf": "d124890ff9fbaa952292f6d56a7cb9cae6f2dad094f3bf247e6da92147662899",
     "disposable-32px-b4-group=cs_rf": "cef99e5cfc1f0cfb27ba146636754f7737fdb7822c1c7a092c40428420353bf7",
     "disposable-32px-b4-group=np_cs_rf": "04b8dfa211190af3edc67fdd9b9a6c07b35eb1d65210e3201b077d3d74ad9e10",
+    # The pixel-shuffle groups, pinned when their draw became Fisher–Yates (issue 15).
+    "disposable-32px-b4-group=px": "ba55560c708a6b9d75ed537a426721d5a3bdd7132623820d258d3b15813c6836",
+    "disposable-32px-b4-group=np_px": "72b6d1a89d1f9675179b16e1a103b32e11ecad73cf5025ca57bbf36c27d99787",
+    "disposable-32px-b4-group=cs_px": "99696e2dd6ae5b2bd412650ce5434848b0ed54601443bab54d26ff6122444a49",
+    "disposable-32px-b4-group=np_cs_px": "a2cc635d38c109b63ec97b2f364a7f68666138f877681f2e6e45793fb0d1cd37",
+    "disposable-32px-b4-group=px,window=2": "c8ec20873f4164014cc3e8ea4adbf46b512cd86ae3ab78d3741d9a9bf30854cc",
     "disposable-32px-b4-group=none,window=1": "b671f43471022fecb01ad1b512c276ba23764f1a658b7dc459a2df086f91e067",
     "disposable-32px-b4-group=np_cs,window=1": "c2c77316ff444764b2c06c78860e855210045803ada8cb27d8c304cb95dd5044",
     "disposable-32px-b4-group=np_cs_rf,window=1": "7a2f07b2f9923f63bdb0f0aa249217df137a347cea3ac85306371d01febf93e0",
@@ -131,6 +140,11 @@ PINNED_DIGESTS: dict[str, str] = {
     "disposable-64px-b16-group=np_rf": "a619faed6f6c2c8d1bca84ac987f94d2600991b91a8effd14a9b87b4dc7ea72f",
     "disposable-64px-b16-group=cs_rf": "ab016816306bd1d59b233598765fa0323fda0d2254ac9767fc981148237bc069",
     "disposable-64px-b16-group=np_cs_rf": "59eb5c87b02015148a307e319baf2bc2718dfb0013fc337154d0b5a75ae9543c",
+    "disposable-64px-b16-group=px": "8a459f3b7365a2bc7a48c45330872c6cbd5995099c94d943836b6aa27112301e",
+    "disposable-64px-b16-group=np_px": "e6d6ecf5f31c9c85bd8d9b3cc7b97b9ef5c946c8946a4a8b931f9e7868c22297",
+    "disposable-64px-b16-group=cs_px": "9efd9dc298fd582f1bb9003d419a0d9fe3122b02258f6f6700998973530dd813",
+    "disposable-64px-b16-group=np_cs_px": "c3dd9f610f0d5e0257064b9881a841063224f9f818757aeafd45ae9420cbf634",
+    "disposable-64px-b16-group=px,window=2": "483b4100cca83c120bae5631a5e9a77d4a7f8b5fa66109db1bcb701711592e9b",
     "disposable-64px-b16-group=none,window=1": "671ea9c55ea553b856c7c00900b16feb1c5827fdd9688d9267647179efbbe3d1",
     "disposable-64px-b16-group=np_cs,window=1": "4941e6ecf0eecff67454568739a5e4edb7a3559dfe591b0d799c85f301c10e1c",
     "disposable-64px-b16-group=np_cs_rf,window=1": "a6e9db0508b9e720a7f3a575d781ea8b83daea119fce34c375083cf234043d9d",
@@ -156,6 +170,7 @@ def batch_cases() -> list[tuple[str, int, int, Params, int]]:
             ("disposable", block_size, image_size, (("group", "none"), ("window", window)), count)
         )
         cases.append(("disposable", block_size, image_size, (("group", "np_cs_rf"),), count))
+        cases.append(("disposable", block_size, image_size, (("group", "px"),), count))
     cases.append(("disposable", 4, 32, (("group", "np_cs_rf"), ("window", 2)), 300))
     return cases
 
@@ -188,6 +203,7 @@ BATCH_DIGESTS: dict[str, str] = {
     "restricted-224px-b16-3images": "b5b827025c0fbfbe1440d2c5fdf32f7e49c4b638ea1f7fbb2eb48c6f9a1a2866",
     "disposable-224px-b16-group=none,window=7-3images": "0c794b8d9db93002c62929a4708893bf026f46ede5c064b04bddf012625abcf1",
     "disposable-224px-b16-group=np_cs_rf-3images": "6576579f3b029895a5666a622a15a89bbf1a8f31b917812d4d20ad722c9deb49",
+    "disposable-224px-b16-group=px-3images": "ee03562e5c993adb3c47dbe60de143aeb5a5d2c8bfa5a9e80927af1f78b9859e",
     "conventional-32px-b4-300images": "4683ef2de450922f7c3ba20f585233b2ebfb898655c0df386b1a0b74e2c24a60",
     "disposable-32px-b4-300images": "73b20bf5853adf0da3b55cf88cbd2b6fb922ed99500aa5b7cdc25955f816cce8",
     "etc-32px-b4-300images": "50d5e49dbe8a8ea4fbbce5c29b2b9b9fe5f1df7c42460eda41cef6e551f9d655",
@@ -198,6 +214,7 @@ BATCH_DIGESTS: dict[str, str] = {
     "restricted-32px-b4-300images": "70efe7fac89484bd16ef50bec0580d7c3a2ab7dc6b722143c3d4ef0aa7de81b3",
     "disposable-32px-b4-group=none,window=4-300images": "d4a3b180041d3a390ebab8582bcb620d00201b6c0347c036c4749c0cc772444f",
     "disposable-32px-b4-group=np_cs_rf-300images": "076b4eb83928aec5705c9b044ca7f08823535cbd8f0c7df71ac6a2fa1deac95b",
+    "disposable-32px-b4-group=px-300images": "ed8c89b2f4f66571136e0cb2f5545751c637c919ca244da9bbdd707002a64f5f",
     "disposable-32px-b4-group=np_cs_rf,window=2-300images": "a217f75937a5ad5e7a80513fe99fb529194cf995a295c945ae7a715c3f8e6451",
 }
 

@@ -35,6 +35,8 @@ from patchveil.tenants.ciphers.hazmat import (
     dihedral_orders,
     move_and_transform_blocks,
     move_blocks,
+    pixel_words_per_block,
+    shuffle_block_pixels,
 )
 from patchveil.tenants.keys import CipherSpec, Key, ParamValue
 
@@ -122,37 +124,17 @@ class DisposableCipher(Cipher):
         element = (raw[:, 1] % np.uint64(len(self._orders))).astype(np.int64)
         return block_order, element
 
-    def _draw_pixel_orders(self, nonces: np.ndarray) -> np.ndarray:
-        """Per image and encrypted block position, a uniform order of the block's pixels
-        (N, blocks, M²): encrypted pixel k is pixel order[k] of the block before the shuffle. A
-        stream of its own, so the block orders and elements are those of the group without `px`."""
-        count, pixels = self._blocks.shape[0], self.spec.block_size**2
+    def _draw_pixel_words(self, nonces: np.ndarray) -> np.ndarray:
+        """Per image, the stream words of every encrypted block position's pixel order
+        (N, blocks · words per block) uint64, for `hazmat.shuffle_block_pixels`. A stream of its
+        own, so the block orders and elements are those of the group without `px`."""
+        count = self._blocks.shape[0]
+        per_image = 8 * count * pixel_words_per_block(self.spec.block_size**2)
         key = self._key
         stream = b"".join(
-            [key.keystream(f"disposable-px/{nonce}").head(8 * count * pixels) for nonce in nonces]
+            [key.keystream(f"disposable-pixels/{nonce}").head(per_image) for nonce in nonces]
         )
-        raw = np.frombuffer(stream, dtype=">u8").astype(np.uint64)
-        return stable_argsort(raw.reshape(len(nonces) * count, pixels)).reshape(
-            len(nonces), count, pixels
-        )
-
-    def _shuffle_pixels(
-        self, flat: np.ndarray, nonces: np.ndarray, inverse: bool, out: np.ndarray
-    ) -> None:
-        """Every block's pixels in its own drawn order (`inverse`: back), `flat` → `out`."""
-        size, block = self.spec.image_size, self.spec.block_size
-        side = size // block
-        count = len(flat)
-        grid = flat.reshape(count, side, block, side, block, 3).transpose(0, 1, 3, 2, 4, 5)
-        pixels = grid.reshape(count, side * side, block * block, 3)
-        order = self._draw_pixel_orders(nonces)[..., None]
-        if inverse:
-            moved = np.empty_like(pixels)
-            np.put_along_axis(moved, order, pixels, axis=2)
-        else:
-            moved = np.take_along_axis(pixels, order, axis=2)
-        target = out.reshape(count, side, block, side, block, 3)
-        target[...] = moved.reshape(count, side, side, block, block, 3).transpose(0, 1, 3, 2, 4, 5)
+        return np.frombuffer(stream, dtype=">u8").astype(np.uint64).reshape(len(nonces), -1)
 
     def transform_per_image(
         self,
@@ -168,14 +150,17 @@ class DisposableCipher(Cipher):
         # Whole blocks move in one gather of block rows; blocks that also flip or reorder are
         # worked on grouped by their order, then put back (`move_and_transform_blocks`).
         if self._pixel_shuffle:
-            # The pixel shuffle comes last on the way in and is undone first on the way out.
+            # The pixel shuffle comes last on the way in (in place, on the output) and is undone
+            # first on the way out (on a copy: the input is the caller's).
+            size, block_size = self.spec.image_size, self.spec.block_size
+            words = self._draw_pixel_words(nonces)
             if inverse:
-                unshuffled = np.empty_like(flat)
-                self._shuffle_pixels(flat, nonces, True, unshuffled)
+                unshuffled = flat.copy()
+                shuffle_block_pixels(unshuffled, words, size, block_size, True)
                 self._move_and_transform(unshuffled, nonces, True, out, device, scratch)
             else:
                 self._move_and_transform(flat, nonces, False, out, device, scratch)
-                self._shuffle_pixels(out.copy(), nonces, False, out)
+                shuffle_block_pixels(out, words, size, block_size, False)
             return
         self._move_and_transform(flat, nonces, inverse, out, device, scratch)
 

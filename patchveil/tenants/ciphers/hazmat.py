@@ -451,6 +451,110 @@ def channel_permutation(element_order: np.ndarray) -> np.ndarray | None:
     return None
 
 
+# --- pixel orders inside blocks (the `px` groups of the disposable cipher) ------------------
+PIXEL_WORD_RANGE = 2**32
+"""The most one 64-bit stream word draws: consecutive ranges whose product stays ≤ 2^32."""
+_FRACTION_BITS = 48
+_FRACTION_MASK = np.uint64(2**_FRACTION_BITS - 1)
+
+
+def pixel_draw_plan(pixels: int) -> np.ndarray:
+    """Which stream word each step of a block's Fisher–Yates shuffle draws from.
+
+    Step s (s = 0 … pixels−2) swaps position i = pixels−1−s with a position drawn uniformly from
+    [0, i] (a range of i + 1). Consecutive ranges share one 64-bit word while their product R
+    stays ≤ 2^32: the word's top 48 bits x give the digits of ⌊x·R / 2^48⌋ in that mixed radix,
+    each by one multiply (t = x·r, digit t >> 48, x = t mod 2^48), so every word's digits are
+    uniform to within a relative 2^-16. Returns the word index of every step (uint32); a block
+    draws last + 1 words (none for one-pixel blocks)."""
+    plan = np.empty(max(pixels - 1, 0), dtype=np.uint32)
+    word, product = 0, 1
+    for step, choices in enumerate(range(pixels, 1, -1)):
+        if product * choices > PIXEL_WORD_RANGE:
+            word, product = word + 1, 1
+        product *= choices
+        plan[step] = word
+    return plan
+
+
+def pixel_words_per_block(pixels: int) -> int:
+    plan = pixel_draw_plan(pixels)
+    return int(plan[-1]) + 1 if plan.size else 0
+
+
+def pixel_orders(words: np.ndarray, pixels: int) -> np.ndarray:
+    """Every row's pixel order (R, pixels) from its stream words (R, `pixel_words_per_block`)
+    uint64: position k of the order holds the pixel that goes to place k. The reference for
+    the compiled loop; all rows at once, one Fisher–Yates step at a time."""
+    plan = pixel_draw_plan(pixels)
+    rows = words.shape[0]
+    order = np.broadcast_to(np.arange(pixels, dtype=np.int64), (rows, pixels)).copy()
+    every = np.arange(rows)
+    fraction = np.zeros(rows, dtype=np.uint64)
+    current = -1
+    for step, choices in enumerate(range(pixels, 1, -1)):
+        if plan[step] != current:
+            current = int(plan[step])
+            fraction = words[:, current] >> np.uint64(64 - _FRACTION_BITS)
+        product = fraction * np.uint64(choices)
+        drawn = (product >> np.uint64(_FRACTION_BITS)).astype(np.int64)
+        fraction = product & _FRACTION_MASK
+        last = choices - 1
+        there = order[every, drawn]
+        order[every, drawn] = order[:, last]
+        order[:, last] = there
+    return order
+
+
+def shuffle_block_pixels(
+    flat: np.ndarray, words: np.ndarray, image_size: int, block_size: int, inverse: bool
+) -> None:
+    """In place, every block of every image of `flat` (N, H·W·3) uint8: pixel k of the block
+    becomes pixel order[k] (`inverse`: pixel order[k] becomes pixel k), the block's order drawn
+    from its `pixel_words_per_block` words of `words` (N, blocks · words per block) uint64."""
+    count = len(flat)
+    pixels = block_size * block_size
+    per_block = pixel_words_per_block(pixels)
+    side = image_size // block_size
+    if count == 0 or per_block == 0:
+        return
+    if words.shape != (count, side * side * per_block) or words.dtype != np.uint64:
+        raise ValueError(
+            f"pixel words must be uint64 of shape {(count, side * side * per_block)}, got "
+            f"{words.dtype} {words.shape}"
+        )
+    kernels = compiled_kernels(flat)
+    if kernels is not None:
+        rows, columns = np.divmod(np.arange(pixels, dtype=np.uint64), np.uint64(block_size))
+        pixel_offset = (rows * np.uint64(image_size) + columns) * np.uint64(3)
+        block_rows_, block_columns = np.divmod(np.arange(side * side, dtype=np.uint64), side)
+        block_base = (
+            block_rows_ * np.uint64(block_size * image_size) + block_columns * np.uint64(block_size)
+        ) * np.uint64(3)
+        kernels.run(
+            kernels.shuffle_block_pixels,
+            kernels.shuffle_block_pixels_parallel,
+            flat.nbytes,
+            flat,
+            np.ascontiguousarray(words),
+            pixel_draw_plan(pixels),
+            pixel_offset,
+            block_base,
+            inverse,
+        )
+        return
+    order = pixel_orders(words.reshape(count * side * side, per_block), pixels)
+    grid = flat.reshape(count, side, block_size, side, block_size, 3).transpose(0, 1, 3, 2, 4, 5)
+    blocks = grid.reshape(count, side * side, pixels, 3)  # a copy (the transpose)
+    order = order.reshape(count, side * side, pixels, 1)
+    if inverse:
+        moved = np.empty_like(blocks)
+        np.put_along_axis(moved, order, blocks, axis=2)
+    else:
+        moved = np.take_along_axis(blocks, order, axis=2)
+    grid[...] = moved.reshape(count, side, side, block_size, block_size, 3)
+
+
 def shuffle_channels(
     source: np.ndarray, target: np.ndarray, channels: np.ndarray, flip_value: int
 ) -> None:

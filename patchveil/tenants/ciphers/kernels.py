@@ -239,3 +239,62 @@ def move_and_transform_blocks_parallel(
             flat[image], flat_bytes[image], block_order[image], flips[image], flip_words[image],
             moves[image], offsets, identity, block_start, geometry, out[image], out_bytes[image],
         )  # fmt: skip
+
+
+# --- pixel orders inside blocks: hazmat.shuffle_block_pixels, in place -----------------------
+_FRACTION_SHIFT = np.uint64(48)
+_FRACTION_MASK = np.uint64(2**48 - 1)
+
+
+@njit(cache=True, nogil=True)
+def _shuffle_image_pixels(image, words, plan, pixel_offset, block_base, inverse):
+    pixels = pixel_offset.size
+    steps = plan.size
+    per_block = np.uint64(plan[steps - 1]) + np.uint64(1)
+    order = np.empty(pixels, dtype=np.uint64)
+    buffer = np.empty(3 * pixels, dtype=np.uint8)
+    for block in range(np.uint64(block_base.size)):
+        # Fisher–Yates from the block's words (the same steps as hazmat.pixel_orders).
+        for place in range(np.uint64(pixels)):
+            order[place] = place
+        first = block * per_block
+        current = np.uint64(steps)  # no word yet
+        fraction = np.uint64(0)
+        for step in range(np.uint64(steps)):
+            if plan[step] != current:
+                current = np.uint64(plan[step])
+                fraction = words[first + current] >> np.uint64(16)
+            choices = np.uint64(pixels) - step
+            product = fraction * choices
+            drawn = product >> _FRACTION_SHIFT
+            fraction = product & _FRACTION_MASK
+            last = choices - np.uint64(1)
+            there = order[drawn]
+            order[drawn] = order[last]
+            order[last] = there
+        base = block_base[block]
+        for place in range(np.uint64(pixels)):
+            at = base + pixel_offset[place]
+            for channel in range(np.uint64(3)):
+                buffer[np.uint64(3) * place + channel] = image[at + channel]
+        for place in range(np.uint64(pixels)):
+            if inverse:
+                target = base + pixel_offset[order[place]]
+                source = np.uint64(3) * place
+            else:
+                target = base + pixel_offset[place]
+                source = np.uint64(3) * order[place]
+            for channel in range(np.uint64(3)):
+                image[target + channel] = buffer[source + channel]
+
+
+@njit(cache=True, nogil=True)
+def shuffle_block_pixels(flat, words, plan, pixel_offset, block_base, inverse):
+    for image in range(flat.shape[0]):
+        _shuffle_image_pixels(flat[image], words[image], plan, pixel_offset, block_base, inverse)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def shuffle_block_pixels_parallel(flat, words, plan, pixel_offset, block_base, inverse):
+    for image in prange(flat.shape[0]):
+        _shuffle_image_pixels(flat[image], words[image], plan, pixel_offset, block_base, inverse)
