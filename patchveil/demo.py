@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import json
+import logging
 import os
 import shutil
 import socket
@@ -287,6 +288,11 @@ def query_stage(
         cloning_volume=DEMO_CLONING_VOLUME,
         request_logs=False,
     )
+    # Serve's own INFO lines (started, connecting, ready) stay in Ray's logs; the stage says
+    # it. Serve sets its logger's level when it is first imported: after that.
+    import ray.serve  # noqa: F401
+
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
     endpoint = start_endpoint(config, model_name, settings=settings)
     operator_token = operator_token or endpoint.operator_token
     try:
