@@ -31,19 +31,36 @@ print(json.dumps(sorted(
 """
 
 
+@pytest.fixture(scope="module")
+def loaded_tenant_modules() -> dict[str, tuple[int, str, str]]:
+    """Per platform package: a fresh interpreter imports it and every module under it, and
+    lists the tenant-side modules that got loaded. All interpreters start at once (most of their
+    time is importing torch and Ray: two cores run two); (return code, stdout, stderr) each."""
+    running = {
+        package: subprocess.Popen(
+            [sys.executable, "-c", _LOADED_TENANT_MODULES, f"patchveil.{package}", *TENANT_SIDE],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for package in PLATFORM_PACKAGES
+    }
+    results = {}
+    for package, process in running.items():
+        stdout, stderr = process.communicate(timeout=300)
+        results[package] = (process.returncode, stdout, stderr)
+    return results
+
+
 @pytest.mark.parametrize("package", PLATFORM_PACKAGES)
-def test_a_platform_package_loads_no_tenant_side_module(package: str) -> None:
+def test_a_platform_package_loads_no_tenant_side_module(
+    package: str, loaded_tenant_modules: dict[str, tuple[int, str, str]]
+) -> None:
     """In a fresh interpreter, the package and every module under it import without loading a
     key store, a cipher, a plain-image loader or the tenant actor."""
-    completed = subprocess.run(
-        [sys.executable, "-c", _LOADED_TENANT_MODULES, f"patchveil.{package}", *TENANT_SIDE],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
-    assert completed.returncode == 0, completed.stderr
-    assert json.loads(completed.stdout.strip().splitlines()[-1]) == []
+    returncode, stdout, stderr = loaded_tenant_modules[package]
+    assert returncode == 0, stderr
+    assert json.loads(stdout.strip().splitlines()[-1]) == []
 
 
 def test_every_cipher_declares_the_input_layout_the_platform_reads() -> None:

@@ -66,7 +66,7 @@ def test_pixel_shuffled_pieces_are_matched_by_their_colours() -> None:
     """No seam survives a pixel shuffle; the solver matches pieces by their colour sets
     (symmetric, the same in both relations) and still puts neighbours together far more often
     than chance on smooth photographs."""
-    plain = photographs(64, 2)  # 16×16 pieces of 4 pixels
+    plain = photographs(48, 2)  # 12×12 pieces of 4 pixels
     ciphertexts = encrypt(plain, 4, group="px")
     (right, right_colour), (down, down_colour) = set_seam_parts(
         to_blocks(ciphertexts, 4)[0].reshape(-1, 4, 4, 3)

@@ -45,6 +45,20 @@ def _headers(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def infer_body(ciphertexts: np.ndarray) -> dict[str, Any]:
+    """An Open Inference Protocol JSON request of these ciphertexts."""
+    return {
+        "inputs": [
+            {
+                "name": "images",
+                "shape": list(ciphertexts.shape),
+                "datatype": "UINT8",
+                "data": ciphertexts.ravel().tolist(),
+            }
+        ]
+    }
+
+
 def test_health_and_metadata(endpoint: RunningEndpoint) -> None:
     assert httpx.get(f"{endpoint.url}/v2/health/live").json() == {"live": True}
     assert httpx.get(f"{endpoint.url}/v2/health/ready").json() == {"ready": True}
@@ -91,16 +105,7 @@ def test_an_answer_says_where_its_time_went(endpoint: RunningEndpoint) -> None:
     """`Server-Timing` names the gateway's stages (the client sees the rest as network and
     proxy); durations only, nothing about the tenant's risk."""
     ciphertexts = Tenant("acme", endpoint.key_store).encrypt_query(_images(2)).images
-    body = {
-        "inputs": [
-            {
-                "name": "images",
-                "shape": list(ciphertexts.shape),
-                "datatype": "UINT8",
-                "data": ciphertexts.ravel().tolist(),
-            }
-        ]
-    }
+    body = infer_body(ciphertexts)
     response = httpx.post(
         f"{endpoint.url}/v2/models/{MODEL_NAME}/infer",
         headers=_headers(endpoint.tokens["acme"]),
@@ -235,16 +240,7 @@ def test_a_model_swap_drops_no_request(endpoint: RunningEndpoint) -> None:
 def test_no_key_material_in_responses_or_the_query_log(endpoint: RunningEndpoint) -> None:
     tenant = Tenant("globex", endpoint.key_store)
     encrypted = tenant.encrypt_query(_images(8, seed=3))
-    body = {
-        "inputs": [
-            {
-                "name": "images",
-                "datatype": "UINT8",
-                "shape": list(encrypted.images.shape),
-                "data": encrypted.images.reshape(-1).tolist(),
-            }
-        ]
-    }
+    body = infer_body(encrypted.images)
     response = httpx.post(
         f"{endpoint.url}/v2/models/{MODEL_NAME}/infer",
         headers=_headers(endpoint.tokens["globex"]),

@@ -26,6 +26,7 @@ from tests.serve.conftest import MODEL_NAME, RunningEndpoint, serving
 # The default endpoint's tests, run again against this module's endpoint.
 from tests.serve.test_endpoint import (  # noqa: F401
     _images,
+    infer_body,
     test_a_model_swap_drops_no_request,
     test_a_tenant_queries_ciphertext_and_gets_the_models_answers,
     test_an_answer_says_where_its_time_went,
@@ -93,16 +94,7 @@ def test_an_overloaded_endpoint_answers_503(endpoint: RunningEndpoint) -> None:
     """More requests at once than the gateway runs and queues (`max_ongoing_requests` +
     `max_queued_requests`): the rest are refused at once with 503, none fails otherwise."""
     ciphertexts = Tenant("globex", endpoint.key_store).encrypt_query(_images(1, seed=11)).images
-    body = {
-        "inputs": [
-            {
-                "name": "images",
-                "shape": list(ciphertexts.shape),
-                "datatype": "UINT8",
-                "data": ciphertexts.ravel().tolist(),
-            }
-        ]
-    }
+    body = infer_body(ciphertexts)
     url = f"{endpoint.url}/v2/models/{MODEL_NAME}/infer"
     headers = {"Authorization": f"Bearer {endpoint.tokens['globex']}"}
 
