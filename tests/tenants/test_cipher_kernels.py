@@ -17,6 +17,7 @@ from patchveil.tenants.ciphers.hazmat import (
     kernels_from_environment,
     move_and_transform_blocks,
     move_blocks,
+    next_digit,
     pixel_draw_plan,
     pixel_orders,
     pixel_words_per_block,
@@ -247,13 +248,20 @@ def test_shuffling_pixels_inside_blocks_equals_numpy(
 
 
 def test_pixel_orders_are_permutations_drawn_near_uniformly() -> None:
-    """Every word draws ranges whose product is at most 2^32; the orders of 4-pixel blocks from
-    random words cover the 24 permutations about equally (chi-square, 23 degrees of freedom)."""
+    """Every word draws ranges whose product is at most 2^48 (a 4×4 block's 16! < 2^45 in one
+    word); each digit is the exact ⌊x·r / 2^64⌋; the orders of 4-pixel blocks from random words
+    cover the 24 permutations about equally (chi-square, 23 degrees of freedom)."""
     for pixels in (4, 16, 256, 1024):
         plan = pixel_draw_plan(pixels)
         for word in range(int(plan[-1]) + 1):
             ranges = [pixels - step for step in np.flatnonzero(plan == word)]
-            assert 1 < np.prod(ranges, dtype=object) <= 2**32
+            assert 1 < np.prod(ranges, dtype=object) <= 2**48
+    assert pixel_words_per_block(16) == 1
+    fractions = np.random.default_rng(5).integers(0, 2**64, 1000, dtype=np.uint64)
+    for choices in (2, 16, 255, 2**16):
+        digits, rest = next_digit(fractions, choices)
+        for fraction, digit, left in zip(fractions[:50], digits[:50], rest[:50], strict=True):
+            assert divmod(int(fraction) * choices, 2**64) == (int(digit), int(left))
     draws = 48_000
     words = np.random.default_rng(3).integers(0, 2**64, (draws, 1), dtype=np.uint64)
     orders = pixel_orders(words, 4)

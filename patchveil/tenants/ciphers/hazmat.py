@@ -452,21 +452,23 @@ def channel_permutation(element_order: np.ndarray) -> np.ndarray | None:
 
 
 # --- pixel orders inside blocks (the `px` groups of the disposable cipher) ------------------
-PIXEL_WORD_RANGE = 2**32
-"""The most one 64-bit stream word draws: consecutive ranges whose product stays ≤ 2^32."""
-_FRACTION_BITS = 48
-_FRACTION_MASK = np.uint64(2**_FRACTION_BITS - 1)
+PIXEL_WORD_RANGE = 2**48
+"""The most one 64-bit stream word draws: consecutive ranges whose product stays ≤ 2^48."""
+_LOW32 = np.uint64(2**32 - 1)
+_SHIFT32 = np.uint64(32)
 
 
 def pixel_draw_plan(pixels: int) -> np.ndarray:
     """Which stream word each step of a block's Fisher–Yates shuffle draws from.
 
     Step s (s = 0 … pixels−2) swaps position i = pixels−1−s with a position drawn uniformly from
-    [0, i] (a range of i + 1). Consecutive ranges share one 64-bit word while their product R
-    stays ≤ 2^32: the word's top 48 bits x give the digits of ⌊x·R / 2^48⌋ in that mixed radix,
-    each by one multiply (t = x·r, digit t >> 48, x = t mod 2^48), so every word's digits are
-    uniform to within a relative 2^-16. Returns the word index of every step (uint32); a block
-    draws last + 1 words (none for one-pixel blocks)."""
+    [0, i] (a range of r = i + 1 ≤ 2^16). Consecutive ranges share one 64-bit word x while their
+    product R stays ≤ 2^48: the word gives the digits of ⌊x·R / 2^64⌋ in that mixed radix, each
+    by one multiply (t = x·r, digit ⌊t / 2^64⌋, x = t mod 2^64: `next_digit`), so every word's
+    digits are uniform to within a relative R / 2^64 ≤ 2^-16. Returns the word index of every
+    step (uint32); a block draws last + 1 words (none for one-pixel blocks; one for 4×4)."""
+    if pixels > 2**16:
+        raise ValueError(f"blocks of at most 2^16 pixels, got {pixels}")
     plan = np.empty(max(pixels - 1, 0), dtype=np.uint32)
     word, product = 0, 1
     for step, choices in enumerate(range(pixels, 1, -1)):
@@ -475,6 +477,16 @@ def pixel_draw_plan(pixels: int) -> np.ndarray:
         product *= choices
         plan[step] = word
     return plan
+
+
+def next_digit(fraction: np.ndarray, choices: int) -> tuple[np.ndarray, np.ndarray]:
+    """(⌊fraction · choices / 2^64⌋, fraction · choices mod 2^64) for uint64 `fraction` and
+    `choices` < 2^32, exactly, in 64-bit halves (the compiled loop does the same)."""
+    times = np.uint64(choices)
+    high = (fraction >> _SHIFT32) * times
+    low = (fraction & _LOW32) * times
+    middle = high + (low >> _SHIFT32)
+    return middle >> _SHIFT32, (middle << _SHIFT32) | (low & _LOW32)
 
 
 def pixel_words_per_block(pixels: int) -> int:
@@ -495,10 +507,9 @@ def pixel_orders(words: np.ndarray, pixels: int) -> np.ndarray:
     for step, choices in enumerate(range(pixels, 1, -1)):
         if plan[step] != current:
             current = int(plan[step])
-            fraction = words[:, current] >> np.uint64(64 - _FRACTION_BITS)
-        product = fraction * np.uint64(choices)
-        drawn = (product >> np.uint64(_FRACTION_BITS)).astype(np.int64)
-        fraction = product & _FRACTION_MASK
+            fraction = words[:, current]
+        digit, fraction = next_digit(fraction, choices)
+        drawn = digit.astype(np.int64)
         last = choices - 1
         there = order[every, drawn]
         order[every, drawn] = order[:, last]

@@ -242,8 +242,8 @@ def move_and_transform_blocks_parallel(
 
 
 # --- pixel orders inside blocks: hazmat.shuffle_block_pixels, in place -----------------------
-_FRACTION_SHIFT = np.uint64(48)
-_FRACTION_MASK = np.uint64(2**48 - 1)
+_LOW32 = np.uint64(2**32 - 1)
+_SHIFT32 = np.uint64(32)
 
 
 @njit(cache=True, nogil=True)
@@ -263,11 +263,14 @@ def _shuffle_image_pixels(image, words, plan, pixel_offset, block_base, inverse)
         for step in range(np.uint64(steps)):
             if plan[step] != current:
                 current = np.uint64(plan[step])
-                fraction = words[first + current] >> np.uint64(16)
+                fraction = words[first + current]
             choices = np.uint64(pixels) - step
-            product = fraction * choices
-            drawn = product >> _FRACTION_SHIFT
-            fraction = product & _FRACTION_MASK
+            # fraction · choices as 2^64·drawn + fraction, exactly (hazmat.next_digit).
+            high = (fraction >> _SHIFT32) * choices
+            low = (fraction & _LOW32) * choices
+            middle = high + (low >> _SHIFT32)
+            drawn = middle >> _SHIFT32
+            fraction = (middle << _SHIFT32) | (low & _LOW32)
             last = choices - np.uint64(1)
             there = order[drawn]
             order[drawn] = order[last]
