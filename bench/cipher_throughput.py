@@ -147,7 +147,7 @@ REFERENCES = {
     "byte_gather": "numpy gather of every byte (np.take, one index per byte)",
     "torch_gather": "torch index_select of every byte on the CPU",
     "disposable_draw": "the disposable cipher's SHAKE-256 draw alone (16 bytes per block)",
-    "pixel_draw": "the `px` pixel orders' SHAKE-256 draw alone (8 bytes per ≤ 32 bits of choice)",
+    "pixel_draw": "the `px` pixel orders' SHAKE-256 draw alone (one 8-byte word per ≤ 48 bits of choice)",
 }
 """Operations that bound what a cipher can reach (measured like the ciphers, not ciphers): a
 cipher that permutes the bytes inside a block needs at least the byte gather; the disposable
