@@ -529,6 +529,8 @@ def shuffle_block_pixels(
     side = image_size // block_size
     if count == 0 or per_block == 0:
         return
+    if not flat.flags.c_contiguous:
+        raise ValueError("pixels are shuffled in place: `flat` must be C-contiguous")
     if words.shape != (count, side * side * per_block) or words.dtype != np.uint64:
         raise ValueError(
             f"pixel words must be uint64 of shape {(count, side * side * per_block)}, got "
