@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from patchveil.tenants.ciphers import hazmat
 from patchveil.tenants.ciphers.base import Cipher, log2_factorial, register_cipher
-from patchveil.tenants.ciphers.hazmat import GATHER_BYTES, GatherMask, block_index, compose
+from patchveil.tenants.ciphers.hazmat import (
+    GatherMask,
+    block_index,
+    compose,
+    gather_nibble_halves,
+)
 from patchveil.tenants.keys import CipherSpec, Key
 from patchveil.tenants.keystream import bits, permutation
 
@@ -40,45 +44,25 @@ class LearnableEncryptionCipher(Cipher):
         # splitting and joining are then whole-row shifts and masks, not strided ones.
         high_table, low_table = self._halves[table]
         if device is not None:
-            self._transform_part(high_table, low_table, flat, out, device)
+            self._transform_on_device(high_table, low_table, flat, out, device)
             return
-        if hazmat.KERNELS == "numba":
-            # Compiled: split, both gathers and the join in one pass per image.
-            hazmat.gather_nibble_halves(high_table, low_table, flat, out)
-            return
-        # numpy: a few images at a time (as `GatherMask.apply` gathers them): the split, the two
-        # gathers and the join of each stay in cache, in two buffers reused by every part.
-        step = min(len(flat), max(64, GATHER_BYTES // max(1, flat.shape[1])))
-        nibbles = np.empty((step, 2 * flat.shape[1]), dtype=np.uint8)
-        high = np.empty((step, flat.shape[1]), dtype=np.uint8)
-        for start in range(0, len(flat), step):
-            part = flat[start : start + step]
-            self._transform_part(
-                high_table,
-                low_table,
-                part,
-                out[start : start + step],
-                None,
-                nibbles[: len(part)],
-                high[: len(part)],
-            )
+        # On the CPU, compiled or in numpy chunks that stay in cache (`gather_nibble_halves`).
+        gather_nibble_halves(high_table, low_table, flat, out)
 
     @staticmethod
-    def _transform_part(
+    def _transform_on_device(
         high_table: GatherMask,
         low_table: GatherMask,
         flat: np.ndarray,
         out: np.ndarray,
-        device: str | None,
-        nibbles: np.ndarray | None = None,
-        high: np.ndarray | None = None,
+        device: str,
     ) -> None:
+        """The split, both gathers and the join on `device` (the tables' torch path)."""
         row = flat.shape[1]
-        if nibbles is None:
-            nibbles = np.empty((len(flat), 2 * row), dtype=np.uint8)
+        nibbles = np.empty((len(flat), 2 * row), dtype=np.uint8)
         np.right_shift(flat, 4, out=nibbles[:, :row])
         np.bitwise_and(flat, 0x0F, out=nibbles[:, row:])
-        high = high_table.apply(nibbles, out=high, device=device)
+        high = high_table.apply(nibbles, device=device)
         low_table.apply(nibbles, out=out, device=device)
         np.left_shift(high, 4, out=high)
         np.bitwise_or(out, high, out=out)
