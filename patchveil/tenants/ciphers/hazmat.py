@@ -21,7 +21,7 @@ import math
 import os
 import sys
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 from types import ModuleType
 
 import numpy as np
@@ -458,6 +458,7 @@ _LOW32 = np.uint64(2**32 - 1)
 _SHIFT32 = np.uint64(32)
 
 
+@cache
 def pixel_draw_plan(pixels: int) -> np.ndarray:
     """Which stream word each step of a block's Fisher–Yates shuffle draws from.
 
@@ -476,6 +477,7 @@ def pixel_draw_plan(pixels: int) -> np.ndarray:
             word, product = word + 1, 1
         product *= choices
         plan[step] = word
+    plan.setflags(write=False)  # one shared plan per block size
     return plan
 
 
