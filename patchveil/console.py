@@ -14,20 +14,22 @@ RAY_DATA_LOGGING_FILE = "ray-data-logging.yml"
 
 
 def quiet_services(log_file: Path) -> Path:
-    """Before Prefect or Ray is first used: Prefect's console handler writes to `log_file`, and
-    Ray Data draws no progress bars. An operator's own setting of either wins. Returns the file."""
+    """Before Prefect or Ray is first used: Prefect's console handler writes to `log_file`, Ray
+    Data draws no progress bars and prints only its errors (its configuration files beside
+    `log_file`). An operator's own setting of any of them wins. Returns the file."""
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-    if "RAY_DATA_LOGGING_CONFIG" not in os.environ:
-        # Ray Data's console shows errors only; its full log stays in Ray's session folder.
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        ray_data = log_file.parent / RAY_DATA_LOGGING_FILE
-        ray_data.write_text(ray_data_logging_quiet())
-        os.environ["RAY_DATA_LOGGING_CONFIG"] = str(ray_data)
-    if "PREFECT_LOGGING_SETTINGS_PATH" not in os.environ:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        settings = log_file.parent / PREFECT_LOGGING_FILE
-        settings.write_text(prefect_logging_to_file(log_file))
-        os.environ["PREFECT_LOGGING_SETTINGS_PATH"] = str(settings)
+    configurations = {
+        "RAY_DATA_LOGGING_CONFIG": (RAY_DATA_LOGGING_FILE, ray_data_logging_quiet),
+        "PREFECT_LOGGING_SETTINGS_PATH": (
+            PREFECT_LOGGING_FILE,
+            lambda: prefect_logging_to_file(log_file),
+        ),
+    }
+    for variable, (name, text) in configurations.items():
+        if variable not in os.environ:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            (log_file.parent / name).write_text(text())
+            os.environ[variable] = str(log_file.parent / name)
     # Now, not at the first flow: once Ray has put a handler on the root logger, Prefect only
     # adjusts levels and would never add its own handlers.
     from prefect.logging.configuration import setup_logging
@@ -60,7 +62,9 @@ def prefect_logging_to_file(log_file: Path) -> str:
 def ray_data_logging_quiet() -> str:
     """Ray Data's logging configuration (ray 2.60's default: everything to `ray-data.log` in the
     session folder) with its console handler at ERROR: no per-dataset INFO lines, no "progress
-    bars disabled" warning, in the driver and in the workers (they inherit the variable)."""
+    bars disabled" warning, in the driver and in the workers (they inherit the variable).
+    Written out rather than read from `ray.data`: importing Ray Data would cost every command
+    seconds at start."""
     import yaml
 
     config = {
@@ -88,4 +92,3 @@ def ray_data_logging_quiet() -> str:
         },
     }
     return yaml.safe_dump(config, sort_keys=False)
-
