@@ -190,25 +190,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 **CONFIGURATIONS[name][1],
             )
             print(f"round {round_number}, endpoint: {CONFIGURATIONS[name][0]}", flush=True)
-            for attempt in range(3):
-                try:
-                    with endpoint_running(platform, settings) as endpoint:
-                        over_http = _endpoint(
-                            endpoint.url,
-                            platform.tokens["benign-1"],
-                            _binary_body(one),
-                            [_binary_body(batch) for batch in batches],
-                            args.batch,
-                            args.reps,
-                            args.clients,
-                        )
-                    break
-                except Exception as error:
-                    # The free port picked for Serve's proxy can be taken by Ray's own start in
-                    # between: start again on another.
-                    if "Failed to bind" not in str(error) or attempt == 2:
-                        raise
-                    print(f"  Serve's port was taken ({error}); starting again", flush=True)
+            with endpoint_running(platform, settings) as endpoint:
+                over_http = _endpoint(
+                    endpoint.url,
+                    platform.tokens["benign-1"],
+                    _binary_body(one),
+                    [_binary_body(batch) for batch in batches],
+                    args.batch,
+                    args.reps,
+                    args.clients,
+                )
             steal_after, ticks_after = _cpu_ticks()
             rounds[name].append(
                 {
